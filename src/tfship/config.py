@@ -1,0 +1,376 @@
+"""The one typed pipeline configuration.
+
+Precedence: defaults < tfship.yaml < TFSHIP_* environment < task flags. Every layer is checked against the
+dataclasses below, so an unknown key or a value of the wrong type is a ConfigError naming the key and the layer.
+
+Environment variables name a dotted key upper-cased with `_` for the dots: `base.source` is TFSHIP_BASE_SOURCE,
+`kubernetes.resources.cpu_limit` is TFSHIP_KUBERNETES_RESOURCES_CPU_LIMIT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from tfship.errors import ConfigError
+
+CONFIG_FILE_NAME = "tfship.yaml"
+
+# TFSHIP_* variables that are not configuration keys. Credentials are read where they are used, never stored in
+# Config, so they cannot leak into a printed or rendered config.
+NON_CONFIG_ENV = frozenset(
+    {"TFSHIP_CONFIG", "TFSHIP_CACHE_DIR", "TFSHIP_STATE_DIR", "TFSHIP_REGISTRY_USERNAME", "TFSHIP_REGISTRY_PASSWORD"}
+)
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    # Built-in exporter (`half_plus_two`, `digits`) or empty for a model imported with `model.add`.
+    exporter: str = ""
+    # Signatures the model must have; validated before every build and checked by the smoke test.
+    signatures: list[str] = field(default_factory=lambda: ["serving_default"])
+    # TF Serving model_version_policy: latest (newest only), all, or specific (the versions listed).
+    version_policy: Literal["latest", "all", "specific"] = "latest"
+    versions: list[int] = field(default_factory=list)
+    # version_labels, e.g. {"stable": 1, "canary": 2}
+    labels: dict[str, int] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class BaseConfig:
+    # upstream: official images; debian: built locally with debootstrap from the apt mirror; auto: try upstream.
+    source: Literal["upstream", "debian", "auto"] = "auto"
+    python_image: str = "python:3.11-slim"
+    debian_suite: str = "bookworm"
+    # Empty: the first mirror named in the host's apt sources.
+    debian_mirror: str = ""
+    # Seconds `auto` waits for an upstream pull before falling back.
+    pull_timeout: int = 20
+    # Given to builds that reach PyPI, never left in an image.
+    ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
+    # Empty: pip's default index.
+    pip_index_url: str = ""
+
+
+@dataclass
+class ImagesConfig:
+    devel: str = "tfship-devel"
+    serving: str = "tfship-serving"
+    tensorflow_version: str = "2.21.0"
+    # Numeric non-root user of every image (runAsNonRoot needs a number).
+    user: int = 10001
+
+
+@dataclass
+class ServingConfig:
+    # tfserving: FROM tensorflow/serving; python: tfship.server on TensorFlow; auto: tfserving where pullable.
+    runtime: Literal["tfserving", "python", "auto"] = "auto"
+    tfserving_version: str = "2.19.0"
+    gpu: bool = False
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RegistryConfig:
+    # host:port of the registry images are pushed to.
+    url: str = "127.0.0.1:5000"
+    # The local registry that `registry.up` manages; False means `url` is someone else's registry.
+    local: bool = True
+    # TLS + htpasswd for the local registry (registry.up --auth).
+    auth: bool = False
+    insecure: bool = True
+    # CA that signed the registry's certificate, for a registry run elsewhere.
+    ca_file: str = ""
+    # Namespace inside the registry: <url>/<repository>/<image>.
+    repository: str = "tfship"
+    push_retries: int = 3
+
+
+@dataclass
+class ResourcesConfig:
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "512Mi"
+    memory_limit: str = "2Gi"
+
+
+@dataclass
+class KubernetesConfig:
+    # kubeconfig context to deploy to; empty: the current one (or the local cluster's after cluster.up).
+    context: str = ""
+    provider: Literal["local", "kind", "external"] = "local"
+    namespace: str = "tfship"
+    app: str = "tfship-serving"
+    replicas: int = 3
+    rollout_timeout: int = 300
+    progress_deadline: int = 120
+    termination_grace: int = 30
+    prestop_sleep: int = 5
+    pull_secret_name: str = "tfship-registry"
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+@dataclass
+class SmokeConfig:
+    timeout: float = 10.0
+    retries: int = 3
+    # digits: highest acceptable error rate over the held-out sample.
+    max_error_rate: float = 0.05
+
+
+@dataclass
+class Config:
+    project: str = "tfship"
+    models_dir: str = "models"
+    build_dir: str = "build"
+    base: BaseConfig = field(default_factory=BaseConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    models: list[ModelSpec] = field(default_factory=list)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    # Where tfship.yaml was found; relative paths in the config are relative to it.
+    root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+
+    def path(self, relative: str) -> Path:
+        return (self.root / os.path.expanduser(relative)).resolve()
+
+    @property
+    def models_path(self) -> Path:
+        return self.path(self.models_dir)
+
+    @property
+    def build_path(self) -> Path:
+        return self.path(self.build_dir)
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.build_path / "artifacts.json"
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        known = ", ".join(m.name for m in self.models) or "none"
+        raise ConfigError(f"unknown model '{name}'", f"models in tfship.yaml: {known}")
+
+
+def cache_dir() -> Path:
+    """Slow things kept between runs (debootstrap trees, Kubernetes binaries), outside the work tree."""
+    return Path(os.environ.get("TFSHIP_CACHE_DIR", "~/.cache/tfship")).expanduser()
+
+
+def state_dir() -> Path:
+    """Long-lived local state (registry data, generated credentials and certificates), outside the work tree."""
+    return Path(os.environ.get("TFSHIP_STATE_DIR", "~/.local/share/tfship")).expanduser()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    explicit = os.environ.get("TFSHIP_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"TFSHIP_CONFIG names {path}, which does not exist", "unset it or point it at a tfship.yaml")
+        return path
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(
+    path: Path | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config from all layers. `overrides` maps dotted keys (`kubernetes.replicas`) to flag values;
+    None values mean "flag not given" and are skipped."""
+    environ = os.environ if environ is None else environ
+    file_path = Path(path) if path is not None else find_config_file()
+    data: dict[str, Any] = {}
+    root = Path.cwd()
+    if file_path is not None:
+        root = file_path.resolve().parent
+        try:
+            loaded = yaml.safe_load(file_path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file_path} does not exist", "create it or run from the project folder")
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{file_path}:{mark.line + 1}" if mark else str(file_path)
+            raise ConfigError(f"{where} is not valid YAML: {getattr(exc, 'problem', exc)}", "fix the syntax")
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file_path} must hold a mapping at the top", "see the tfship.yaml in the repository")
+        data = loaded
+    config = _build(Config, data, source=str(file_path or "defaults"), prefix="")
+    config.root = root
+    for key, raw in _env_layer(environ).items():
+        _set_dotted(config, key, raw, source=f"environment TFSHIP_{key.replace('.', '_').upper()}", from_text=True)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(config, key, value, source=f"flag for {key}", from_text=isinstance(value, str))
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    names = [m.name for m in config.models]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(f"models: name {sorted(duplicates)[0]!r} appears twice", "give every model its own name")
+    for spec in config.models:
+        if not spec.name or not spec.name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"models: name {spec.name!r} is not a valid model name", "use letters, digits, _ and -")
+        if spec.version_policy == "specific" and not spec.versions:
+            raise ConfigError(
+                f"models.{spec.name}.versions is empty but version_policy is 'specific'", "list the versions to serve"
+            )
+    if config.kubernetes.replicas < 0:
+        raise ConfigError("kubernetes.replicas must be 0 or more", f"got {config.kubernetes.replicas}")
+
+
+def _section_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
+    """Map TFSHIP_SECTION_KEY variables to dotted keys; unknown TFSHIP_* variables are errors."""
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith("TFSHIP_") or name in NON_CONFIG_ENV:
+            continue
+        key = _env_name_to_key(name[len("TFSHIP_"):].lower(), Config)
+        if key is None:
+            raise ConfigError(f"environment variable {name} is not a tfship setting", "unset it or fix its spelling")
+        found[key] = value
+    return found
+
+
+def _env_name_to_key(rest: str, cls: type) -> str | None:
+    fields = _section_fields(cls)
+    if rest in fields and not _is_section(fields[rest].type):
+        return rest
+    for name, f in fields.items():
+        if _is_section(f.type) and rest.startswith(name + "_"):
+            sub = _env_name_to_key(rest[len(name) + 1:], _resolve(f.type))
+            if sub is not None:
+                return f"{name}.{sub}"
+    return None
+
+
+def _resolve(tp: Any) -> Any:
+    if isinstance(tp, str):
+        return eval(tp, vars(typing) | globals())  # annotations are strings under `from __future__ import annotations`
+    return tp
+
+
+def _is_section(tp: Any) -> bool:
+    tp = _resolve(tp)
+    return dataclasses.is_dataclass(tp) and isinstance(tp, type)
+
+
+def _build(cls: type, data: Any, *, source: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(data).__name__}", "see tfship.yaml")
+    fields = _section_fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{source}: unknown key '{prefix}{key}'", f"known keys here: {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = _coerce(_resolve(fields[key].type), value, source=source, key=f"{prefix}{key}", from_text=False)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, *, source: str, key: str, from_text: bool) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: '{key}' must be {expected}, got {value!r}", "fix the value")
+
+    if _is_section(tp):
+        return _build(tp, value, source=source, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(map(str, args)))
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise bad("a whole number")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad("a string")
+    if origin is list:
+        if from_text and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise bad("a list")
+        return [_coerce(args[0], item, source=source, key=f"{key}[{i}]", from_text=from_text) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return {
+            _coerce(args[0], k, source=source, key=f"{key}.{k}", from_text=from_text): _coerce(
+                args[1], v, source=source, key=f"{key}.{k}", from_text=from_text
+            )
+            for k, v in value.items()
+        }
+    if origin in (typing.Union, types.UnionType):
+        raise bad(str(tp))  # not used by Config; kept loud rather than silently accepting anything
+    raise ConfigError(f"{source}: '{key}' has a type tfship cannot read ({tp})", "report this as a bug")
+
+
+def _set_dotted(config: Config, key: str, value: Any, *, source: str, from_text: bool) -> None:
+    target: Any = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        fields = _section_fields(type(target))
+        if part not in fields or not _is_section(fields[part].type):
+            raise ConfigError(f"{source}: unknown key '{key}'", "see tfship.yaml for the known keys")
+        target = getattr(target, part)
+    fields = _section_fields(type(target))
+    last = parts[-1]
+    if last not in fields:
+        raise ConfigError(f"{source}: unknown key '{key}'", f"known keys here: {', '.join(sorted(fields))}")
+    setattr(target, last, _coerce(_resolve(fields[last].type), value, source=source, key=key, from_text=from_text))

@@ -1,0 +1,87 @@
+"""The everyday pipeline: export, build, push, render, deploy, smoke-test, and up for all of it."""
+
+from invoke import task
+
+from tasks._common import handles_errors, load_config
+from tfship.errors import TfshipError
+
+TOP_LEVEL = ["export", "build", "push", "render", "deploy", "smoke-test", "status", "rollback", "destroy", "up"]
+
+
+def _not_yet(what: str) -> TfshipError:
+    return TfshipError(f"'{what}' is not implemented yet", "see the open issues for when it lands")
+
+
+@task(help={"model": "export only this model", "version": "version number to write (default: next)",
+            "host": "run the exporter on this machine instead of inside the devel image"})
+@handles_errors
+def export(c, model=None, version=None, host=False):
+    """Export the configured models as versioned SavedModels under models/."""
+    from tfship import export as stage
+
+    cfg = load_config()
+    stage.export(cfg, model=model, version=int(version) if version is not None else None, in_devel=not host)
+
+
+@task(help={"image": "devel, serving or all (default)", "runtime": "serving runtime: tfserving, python or auto",
+            "base": "base images: upstream, debian or auto"})
+@handles_errors
+def build(c, image="all", runtime=None, base=None):
+    """Build the devel and serving images (skipped when their inputs are unchanged)."""
+    raise _not_yet("build")
+
+
+@task
+@handles_errors
+def push(c):
+    """Push the built images to the registry and record their digests in build/artifacts.json."""
+    raise _not_yet("push")
+
+
+@task(help={"replicas": "number of serving replicas"})
+@handles_errors
+def render(c, replicas=None):
+    """Render Kubernetes manifests, pinned by digest, into build/k8s/."""
+    raise _not_yet("render")
+
+
+@task(help={"replicas": "number of serving replicas", "keep_failed": "leave a failed rollout in place for debugging"})
+@handles_errors
+def deploy(c, replicas=None, keep_failed=False):
+    """Apply the manifests, wait for the rollout, and roll back on failure."""
+    raise _not_yet("deploy")
+
+
+@task(name="smoke-test", help={"json": "print machine-readable results"})
+@handles_errors
+def smoke_test(c, json=False):
+    """Check every replica through its own port-forward: status, metadata and predictions over gRPC and REST."""
+    raise _not_yet("smoke-test")
+
+
+@task
+@handles_errors
+def status(c):
+    """Show the deployed app: replicas, image digest, rollout state."""
+    raise _not_yet("status")
+
+
+@task
+@handles_errors
+def rollback(c):
+    """Roll the deployment back to its previous revision."""
+    raise _not_yet("rollback")
+
+
+@task
+@handles_errors
+def destroy(c):
+    """Delete the deployed app from the cluster."""
+    raise _not_yet("destroy")
+
+
+@task
+@handles_errors
+def up(c):
+    """Everything on a fresh machine: engine, bases, export, build, registry, push, cluster, deploy, smoke-test."""
+    raise _not_yet("up")
