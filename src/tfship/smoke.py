@@ -1,0 +1,445 @@
+"""The smoke test: every Ready replica, through its own `kubectl port-forward`, over gRPC and REST.
+
+For each model it checks GetModelStatus (the expected version AVAILABLE), GetModelMetadata (the configured
+signatures), and Predict on the model's smoke sample over gRPC and REST against known answers: exact values for
+regression-like models, an error rate under a threshold for classifiers (as TF Serving's mnist_client reports
+"Inference error rate"). A port-forward pins one pod, so each replica gets its own; all are always stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from tfship import artifacts as artifacts_store
+from tfship.config import Config
+from tfship.errors import SmokeTestError, TfshipError
+
+FORWARD_LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
+FORWARD_START_TIMEOUT = 15.0
+SMOKE_SAMPLE_FILE = "smoke_sample.json"
+EXACT_TOLERANCE = 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What to check
+
+
+@dataclass
+class SmokeCase:
+    """Known answers for one model: rows to send and either exact outputs or expected class labels."""
+
+    model: str
+    version: int
+    signatures: list[str]
+    signature_name: str = "serving_default"
+    rows: list = field(default_factory=list)
+    expected_outputs: list[float] | None = None  # exact (flattened) outputs, within EXACT_TOLERANCE
+    expected_labels: list[int] | None = None  # argmax of the outputs must match, up to max_error_rate
+    max_error_rate: float = 0.0
+
+
+def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[SmokeCase]:
+    """One case per configured model, at the newest version baked into the serving image.
+
+    The known answers come from the smoke sample the exporter saved beside the model
+    (models/<name>/<version>/assets.extra/smoke_sample.json); a model without one is checked for status and
+    metadata only.
+    """
+    if not recorded.models:
+        raise SmokeTestError("build/artifacts.json records no models", "run: invoke build push deploy")
+    cases = []
+    for spec in config.models:
+        versions = recorded.models.get(spec.name)
+        if not versions:
+            raise SmokeTestError(
+                f"model {spec.name} is configured but not in the serving image", "run: invoke build push deploy"
+            )
+        version = max(versions)
+        case = SmokeCase(model=spec.name, version=version, signatures=list(spec.signatures),
+                         max_error_rate=config.smoke.max_error_rate)
+        sample_path = config.models_path / spec.name / str(version) / "assets.extra" / SMOKE_SAMPLE_FILE
+        if sample_path.is_file():
+            apply_sample(case, json.loads(sample_path.read_text()), sample_path)
+        cases.append(case)
+    return cases
+
+
+def apply_sample(case: SmokeCase, sample: dict, where: Path | str) -> None:
+    """Fill a case from a smoke sample: {"signature_name", "rows", and "expected_outputs" or "expected_labels"}."""
+    try:
+        case.signature_name = sample.get("signature_name", "serving_default")
+        case.rows = list(sample["rows"])
+        if "expected_outputs" in sample:
+            case.expected_outputs = [float(v) for v in sample["expected_outputs"]]
+        elif "expected_labels" in sample:
+            case.expected_labels = [int(v) for v in sample["expected_labels"]]
+        else:
+            raise KeyError("expected_outputs or expected_labels")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SmokeTestError(f"{where} is not a valid smoke sample (missing or bad {exc})", "re-export the model")
+
+
+def score(case: SmokeCase, outputs: Sequence) -> tuple[bool, float, str]:
+    """(passed, error rate, detail) for the outputs a replica returned for case.rows."""
+    import numpy as np
+
+    values = np.asarray(outputs, dtype=float)
+    if case.expected_outputs is not None:
+        expected = np.asarray(case.expected_outputs, dtype=float)
+        got = values.reshape(-1)
+        if got.shape != expected.shape:
+            return False, 1.0, f"expected {expected.size} values, got {got.size}"
+        wrong = int(np.sum(np.abs(got - expected) > EXACT_TOLERANCE))
+        rate = wrong / max(expected.size, 1)
+        detail = "exact" if not wrong else f"{wrong} of {expected.size} values differ: got {got[:4].tolist()}"
+        return wrong == 0, rate, detail
+    if case.expected_labels is not None:
+        if values.ndim != 2 or values.shape[0] != len(case.expected_labels):
+            return False, 1.0, f"expected {len(case.expected_labels)} rows of scores, got shape {values.shape}"
+        predicted = values.argmax(axis=1)
+        rate = float(np.mean(predicted != np.asarray(case.expected_labels)))
+        ok = rate <= case.max_error_rate
+        return ok, rate, f"inference error rate {rate:.3f} (limit {case.max_error_rate:.3f})"
+    return True, 0.0, "no known answers"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    error_rate: float | None = None
+
+
+@dataclass
+class ReplicaResult:
+    pod: str
+    checks: list[Check] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def error_rate(self) -> float:
+        rates = [c.error_rate for c in self.checks if c.error_rate is not None]
+        return max(rates) if rates else 0.0
+
+    def percentile(self, p: float) -> float:
+        return percentile(self.latencies_ms, p)
+
+    def summary(self) -> dict:
+        return {
+            "pod": self.pod,
+            "ok": self.ok,
+            "checks_passed": sum(c.ok for c in self.checks),
+            "checks": len(self.checks),
+            "p50_ms": round(self.percentile(50), 2),
+            "p99_ms": round(self.percentile(99), 2),
+            "error_rate": round(self.error_rate, 4),
+            "failures": [asdict(c) for c in self.checks if not c.ok],
+        }
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, p)) if len(values) else 0.0
+
+
+def format_table(results: Sequence[ReplicaResult]) -> str:
+    header = f"{'replica':<44} {'result':<7} {'checks':>7} {'p50 ms':>8} {'p99 ms':>8} {'error rate':>10}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        s = r.summary()
+        lines.append(
+            f"{r.pod:<44} {'ok' if r.ok else 'FAILED':<7} {s['checks_passed']:>3}/{s['checks']:<3} "
+            f"{s['p50_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['error_rate']:>10.3f}"
+        )
+        for failure in s["failures"]:
+            lines.append(f"    failed {failure['name']}: {failure['detail']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Clients: the official tensorflow-serving-api stubs over gRPC, requests over REST
+
+
+class GrpcClient:
+    def __init__(self, port: int, timeout: float):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def version_state(self, model: str, version: int) -> str:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = model
+        request.model_spec.version.value = version
+        response = self.models.GetModelStatus(request, timeout=self.timeout)
+        states = {s.version: get_model_status_pb2.ModelVersionStatus.State.Name(s.state)
+                  for s in response.model_version_status}
+        return states.get(version, "MISSING")
+
+    def signature_inputs(self, model: str) -> dict[str, list[str]]:
+        """Signature name -> its input keys, from GetModelMetadata."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = model
+        response = self.prediction.GetModelMetadata(request, timeout=self.timeout)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {name: sorted(sig.inputs) for name, sig in signature_map.signature_def.items()}
+
+    def predict(self, model: str, signature: str, input_key: str, rows: list) -> list:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = signature
+        request.inputs[input_key].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.float32))
+        response = self.prediction.Predict(request, timeout=self.timeout)
+        key = _main_output(response.outputs) or sorted(response.outputs)[0]
+        return tf.make_ndarray(response.outputs[key]).tolist()
+
+
+class RestClient:
+    def __init__(self, port: int, timeout: float):
+        import requests
+
+        self.session = requests.Session()
+        self.base = f"http://127.0.0.1:{port}/v1/models"
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.session.close()
+
+    def predict(self, model: str, signature: str, input_key: str, rows: list) -> list:
+        body = {"signature_name": signature, "instances": [{input_key: row} for row in rows]}
+        response = self.session.post(f"{self.base}/{model}:predict", json=body, timeout=self.timeout)
+        if response.status_code != 200:
+            raise SmokeTestError(f"REST predict answered HTTP {response.status_code}: {response.text[:200]}")
+        predictions = response.json()["predictions"]
+        if predictions and isinstance(predictions[0], dict):
+            key = _main_output(predictions[0]) or sorted(predictions[0])[0]
+            predictions = [p[key] for p in predictions]
+        return predictions
+
+
+def _main_output(outputs) -> str | None:
+    """The output holding the answer when a signature has several (e.g. probabilities beside logits)."""
+    for key in ("y", "probabilities", "scores", "outputs"):
+        if key in outputs:
+            return key
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Port-forwards
+
+
+class PortForward:
+    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output."""
+
+    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int]):
+        self.command = [*argv, "port-forward", "-n", namespace, f"pod/{pod}", "--address", "127.0.0.1",
+                        *(f":{p}" for p in container_ports)]
+        self.pod = pod
+        self.container_ports = list(container_ports)
+        self.ports: dict[int, int] = {}
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def start(self) -> "PortForward":
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True)
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:  # keeps draining so kubectl never blocks on a full pipe
+            for line in self.process.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.ports = {}
+        seen: list[str] = []
+        deadline = time.monotonic() + FORWARD_START_TIMEOUT
+        while len(self.ports) < len(self.container_ports):
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.stop()
+                raise SmokeTestError(f"port-forward to pod {self.pod} did not start: {' | '.join(seen[-3:])}",
+                                     "check the pod with: invoke status")
+            seen.append(line.strip())
+            match = FORWARD_LINE.search(line)
+            if match:
+                self.ports[int(match.group(2))] = int(match.group(1))
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running it
+
+
+def check_replica(forward: PortForward, cases: Sequence[SmokeCase], grpc_port: int, rest_port: int,
+                  *, timeout: float, retries: int) -> ReplicaResult:
+    result = ReplicaResult(pod=forward.pod)
+    grpc_client = GrpcClient(forward.ports[grpc_port], timeout)
+    rest_client = RestClient(forward.ports[rest_port], timeout)
+
+    def attempt(name: str, call: Callable, judge: Callable[[object], Check]) -> None:
+        """Bounded retries; a dropped forward is restarted once (clients are re-pointed at the new ports)."""
+        nonlocal grpc_client, rest_client
+        last_error = ""
+        for _ in range(max(retries, 1)):
+            started = time.perf_counter()
+            try:
+                value = call()
+            except Exception as exc:  # a failed call is a failed check, reported, never a crash
+                last_error = _describe(exc)
+                if not forward.alive() and forward.restarts == 0:
+                    forward.restart()
+                    grpc_client.close(), rest_client.close()
+                    grpc_client = GrpcClient(forward.ports[grpc_port], timeout)
+                    rest_client = RestClient(forward.ports[rest_port], timeout)
+                time.sleep(0.5)
+                continue
+            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            check = judge(value)
+            check.name = name
+            result.checks.append(check)
+            return
+        result.checks.append(Check(name, False, last_error))
+
+    try:
+        for case in cases:
+            tag = f"{case.model}"
+            attempt(f"{tag} status", lambda: grpc_client.version_state(case.model, case.version),
+                    lambda state: Check("", state == "AVAILABLE", f"version {case.version} is {state}"))
+            inputs_by_signature: dict[str, list[str]] = {}
+
+            def metadata_check(signatures: dict) -> Check:
+                inputs_by_signature.update(signatures)
+                missing = sorted(set(case.signatures) - set(signatures))
+                return Check("", not missing, f"missing signatures {missing}" if missing else "signatures present")
+
+            attempt(f"{tag} metadata", lambda: grpc_client.signature_inputs(case.model), metadata_check)
+            if not case.rows:
+                continue
+            keys = inputs_by_signature.get(case.signature_name, [])
+            if len(keys) != 1:
+                result.checks.append(Check(f"{tag} predict", False,
+                                           f"signature {case.signature_name} has inputs {keys}, expected one"))
+                continue
+            for transport in ("grpc", "rest"):
+                def predict(transport=transport):
+                    client = grpc_client if transport == "grpc" else rest_client
+                    return client.predict(case.model, case.signature_name, keys[0], case.rows)
+
+                def judge(outputs) -> Check:
+                    ok, rate, detail = score(case, outputs)
+                    return Check("", ok, detail, rate)
+
+                attempt(f"{tag} predict {transport}", predict, judge)
+    finally:
+        grpc_client.close()
+        rest_client.close()
+    return result
+
+
+def _describe(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    if callable(code):  # grpc.RpcError
+        try:
+            return f"gRPC {exc.code().name}: {exc.details()}"
+        except Exception:
+            pass
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def ready_pods(config: Config) -> list[str]:
+    from tfship import kubectl
+
+    k = config.kubernetes
+    deployment = json.loads(kubectl.kubectl(config, "get", "deployment", k.app, "-n", k.namespace, "-o", "json").stdout)
+    selector = ",".join(f"{key}={value}" for key, value in deployment["spec"]["selector"]["matchLabels"].items())
+    pods = json.loads(kubectl.kubectl(config, "get", "pods", "-n", k.namespace, "-l", selector, "-o", "json").stdout)
+    ready = []
+    for pod in pods["items"]:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+        if conditions.get("Ready") == "True":
+            ready.append(pod["metadata"]["name"])
+    return sorted(ready)
+
+
+def smoke_test(config: Config) -> list[ReplicaResult]:
+    """Check every Ready replica; raise SmokeTestError (after all replicas were checked) if any failed."""
+    from tfship import kubectl
+
+    cases = load_cases(config, artifacts_store.load(config.artifacts_path))
+    pods = ready_pods(config)
+    if not pods:
+        raise SmokeTestError(f"no Ready pod of {config.kubernetes.app} in namespace {config.kubernetes.namespace}",
+                             "run: invoke deploy, then invoke status")
+    ports = (config.serving.grpc_port, config.serving.rest_port)
+    results = []
+    for pod in pods:
+        forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod, ports)
+        try:
+            forward.start()
+            results.append(check_replica(forward, cases, *ports, timeout=config.smoke.timeout,
+                                         retries=config.smoke.retries))
+        except TfshipError as error:
+            results.append(ReplicaResult(pod=pod, checks=[Check("port-forward", False, error.message)]))
+        finally:
+            forward.stop()
+    return results
+
+
+def failed(results: Sequence[ReplicaResult]) -> Iterator[ReplicaResult]:
+    return (r for r in results if not r.ok)

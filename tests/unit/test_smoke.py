@@ -1,0 +1,107 @@
+"""Smoke-test logic that needs no cluster: scoring, samples, port-forward output parsing and clean-up, the table."""
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from tfship import smoke
+from tfship.artifacts import Artifacts
+from tfship.config import Config, ModelSpec
+from tfship.errors import SmokeTestError
+
+
+def case(**kwargs):
+    return smoke.SmokeCase(model="m", version=1, signatures=["serving_default"], **kwargs)
+
+
+def test_exact_outputs_pass_within_tolerance_and_fail_outside():
+    c = case(rows=[[1.0], [2.0]], expected_outputs=[2.5, 3.0])
+    assert smoke.score(c, [[2.5], [3.00001]])[0]
+    ok, rate, detail = smoke.score(c, [[2.5], [3.1]])
+    assert not ok and rate == 0.5 and "differ" in detail
+
+
+def test_exact_outputs_with_wrong_count_fail():
+    ok, rate, _ = smoke.score(case(expected_outputs=[1.0, 2.0]), [[1.0]])
+    assert not ok and rate == 1.0
+
+
+def test_labels_error_rate_against_threshold():
+    c = case(expected_labels=[0, 1, 2, 3], max_error_rate=0.25)
+    one_wrong = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+    ok, rate, detail = smoke.score(c, one_wrong)
+    assert ok and rate == 0.25 and "inference error rate 0.250" in detail
+    two_wrong = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+    assert not smoke.score(c, two_wrong)[0]
+
+
+def test_sample_without_expectations_is_rejected():
+    with pytest.raises(SmokeTestError, match="not a valid smoke sample"):
+        smoke.apply_sample(case(), {"rows": [[1.0]]}, "x.json")
+
+
+def test_cases_read_the_sample_of_the_newest_baked_version(tmp_path):
+    sample_dir = tmp_path / "models" / "m" / "7" / "assets.extra"
+    sample_dir.mkdir(parents=True)
+    (sample_dir / smoke.SMOKE_SAMPLE_FILE).write_text(
+        json.dumps({"rows": [[1.0]], "expected_labels": [3], "signature_name": "serving_default"}))
+    config = Config(models=[ModelSpec(name="m")], root=tmp_path)
+    [c] = smoke.load_cases(config, Artifacts(models={"m": [3, 7]}))
+    assert (c.version, c.expected_labels, c.rows) == (7, [3], [[1.0]])
+
+
+def test_configured_model_missing_from_image_is_an_error(tmp_path):
+    config = Config(models=[ModelSpec(name="m"), ModelSpec(name="other")], root=tmp_path)
+    with pytest.raises(SmokeTestError, match="other is configured but not in the serving image"):
+        smoke.load_cases(config, Artifacts(models={"m": [1]}))
+
+
+FAKE_KUBECTL = textwrap.dedent("""
+    import sys, time
+    if "{mode}" == "ok":
+        print("Forwarding from 127.0.0.1:41001 -> 8500", flush=True)
+        print("Forwarding from [::1]:41001 -> 8500", flush=True)
+        print("Forwarding from 127.0.0.1:41002 -> 8501", flush=True)
+        time.sleep(60)
+    else:
+        print('error: unable to forward port because pod is not running. Current status=Pending', flush=True)
+        sys.exit(1)
+""")
+
+
+def fake_kubectl(tmp_path, mode):
+    script = tmp_path / "kubectl.py"
+    script.write_text(FAKE_KUBECTL.replace("{mode}", mode))
+    return [sys.executable, str(script)]
+
+
+def test_port_forward_reads_ports_from_kubectl_output_and_always_stops(tmp_path):
+    forward = smoke.PortForward(fake_kubectl(tmp_path, "ok"), "ns", "pod-a", [8500, 8501])
+    forward.start()
+    try:
+        assert forward.ports == {8500: 41001, 8501: 41002}
+        assert forward.alive()
+        assert forward.command[-4:] == ["--address", "127.0.0.1", ":8500", ":8501"]
+    finally:
+        forward.stop()
+    assert not forward.alive()
+
+
+def test_port_forward_that_fails_says_why(tmp_path):
+    forward = smoke.PortForward(fake_kubectl(tmp_path, "fail"), "ns", "pod-a", [8500, 8501])
+    with pytest.raises(SmokeTestError, match="pod is not running"):
+        forward.start()
+    assert not forward.alive()
+
+
+def test_table_and_json_summary_name_failures():
+    good = smoke.ReplicaResult("pod-a", [smoke.Check("m status", True)], [1.0, 2.0, 3.0])
+    bad = smoke.ReplicaResult("pod-b", [smoke.Check("m predict rest", False, "HTTP 500")], [5.0])
+    table = smoke.format_table([good, bad])
+    assert "pod-a" in table and "ok" in table
+    assert "FAILED" in table and "failed m predict rest: HTTP 500" in table
+    assert good.summary()["p50_ms"] == 2.0 and not bad.ok
+    assert [r.pod for r in smoke.failed([good, bad])] == ["pod-b"]
+    assert not smoke.ReplicaResult("pod-c").ok  # no checks ran: not a pass
