@@ -56,7 +56,16 @@ def deploy(c, replicas=None, keep_failed=False):
 @handles_errors
 def smoke_test(c, json=False):
     """Check every replica through its own port-forward: status, metadata and predictions over gRPC and REST."""
-    raise _not_yet("smoke-test")
+    import json as json_module
+
+    from tfship import smoke
+
+    results = smoke.smoke_test(load_config())
+    if json:
+        print(json_module.dumps([r.summary() for r in results], indent=2))
+    else:
+        print(smoke.format_table(results))
+    smoke.require_all_ok(results)
 
 
 @task

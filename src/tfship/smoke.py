@@ -443,3 +443,10 @@ def smoke_test(config: Config) -> list[ReplicaResult]:
 
 def failed(results: Sequence[ReplicaResult]) -> Iterator[ReplicaResult]:
     return (r for r in results if not r.ok)
+
+
+def require_all_ok(results: Sequence[ReplicaResult]) -> None:
+    bad = [r.pod for r in failed(results)]
+    if bad:
+        raise SmokeTestError(f"{len(bad)} of {len(results)} replicas failed the smoke test: {', '.join(bad)}",
+                             "see the failed checks above; kubectl logs the pod, or invoke rollback")
