@@ -3,25 +3,34 @@
 from invoke import task
 
 from tasks._common import handles_errors, load_config
-from tfship.errors import TfshipError
 
 
-@task
+@task(help={"provider": "local (built from Debian's source), kind, or external (default: tfship.yaml)"})
 @handles_errors
-def up(c):
-    """Stand up the configured cluster provider (local: Kubernetes built from Debian's source)."""
-    raise TfshipError("'cluster.up' is not implemented yet", "see the open issues for when it lands")
+def up(c, provider=None):
+    """Stand up the configured cluster provider (local: Kubernetes built from Debian's source); idempotent."""
+    from tfship import cluster
+
+    print(cluster.up(load_config(**{"kubernetes.provider": provider})))
 
 
-@task
+@task(help={"provider": "local or kind (default: tfship.yaml)"})
 @handles_errors
-def down(c):
+def down(c, provider=None):
     """Stop the local cluster and leave nothing running."""
-    raise TfshipError("'cluster.down' is not implemented yet", "see the open issues for when it lands")
+    from tfship import cluster
+
+    print(cluster.down(load_config(**{"kubernetes.provider": provider})))
 
 
 @task
 @handles_errors
 def status(c):
-    """Say whether the cluster answers and its nodes are Ready."""
-    raise TfshipError("'cluster.status' is not implemented yet", "see the open issues for when it lands")
+    """Say whether the cluster answers and its nodes are Ready (exits non-zero when none is)."""
+    from tfship import cluster
+    from tfship.errors import KubernetesError
+
+    current = cluster.status(load_config())
+    print(current.describe())
+    if not current.ready:
+        raise KubernetesError("no node of the cluster is Ready", "see the node's reason above, or run: invoke cluster.up")

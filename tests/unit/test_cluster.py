@@ -1,0 +1,181 @@
+"""Pure parts of the cluster module: process selection, kubeconfig renaming, node parsing, kind, kubectl argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tfship import cluster, kubectl
+from tfship.cluster import ProcessInfo
+from tfship.config import Config, KubernetesConfig
+from tfship.errors import KubernetesError
+
+BIN = Path("/cache/kubernetes-1.20.2/src/_output/local/bin/linux/amd64")
+ETCD_DIR = Path("/state/kubernetes/etcd")
+
+
+def select(processes: list[ProcessInfo], session: int | None = 500) -> list[int]:
+    return cluster.cluster_processes(processes, session=session, bin_dir=BIN, etcd_dir=ETCD_DIR, own_pid=42)
+
+
+def test_processes_of_the_recorded_session_are_the_clusters():
+    processes = [
+        ProcessInfo(501, 500, "/usr/bin/sudo", ("sudo", "-E", "kubelet")),
+        ProcessInfo(502, 500, "/usr/bin/bash", ("bash",)),
+        ProcessInfo(600, 600, "/usr/bin/bash", ("bash",)),
+    ]
+    assert select(processes) == [501, 502]
+
+
+def test_our_binaries_are_found_outside_the_session():
+    processes = [
+        ProcessInfo(700, 1, str(BIN / "kube-apiserver"), (str(BIN / "kube-apiserver"), "--v=3")),
+        ProcessInfo(701, 1, "/usr/local/bin/kube-apiserver", ("/usr/local/bin/kube-apiserver",)),
+        # sudo wrapping our kubelet: its exe is sudo, but its argv names our binary.
+        ProcessInfo(702, 1, "/usr/bin/sudo", ("sudo", "-E", str(BIN / "kubelet"))),
+    ]
+    assert select(processes, session=None) == [700, 702]
+
+
+def test_only_the_etcd_serving_our_data_dir_is_ours():
+    processes = [
+        ProcessInfo(800, 1, "/usr/bin/etcd", ("etcd", "--data-dir", str(ETCD_DIR), "--log-level=debug")),
+        ProcessInfo(801, 1, "/usr/bin/etcd", ("etcd", f"--data-dir={ETCD_DIR}")),
+        ProcessInfo(802, 1, "/usr/bin/etcd", ("etcd", "--data-dir", "/var/lib/etcd")),
+    ]
+    assert select(processes, session=None) == [800, 801]
+
+
+def test_never_selects_itself_init_or_session_zero():
+    processes = [
+        ProcessInfo(42, 500, str(BIN / "kubectl"), ()),
+        ProcessInfo(1, 0, "/sbin/init", ("init",)),
+        ProcessInfo(900, 0, "/usr/bin/kthreadd", ()),
+    ]
+    assert select(processes, session=0) == []
+
+
+def test_list_processes_sees_this_process():
+    import os
+
+    mine = [p for p in cluster.list_processes() if p.pid == os.getpid()]
+    assert len(mine) == 1 and mine[0].session == os.getsid(0)
+
+
+def test_rename_kubeconfig_makes_one_self_contained_context():
+    admin = {
+        "clusters": [{"name": "local-up-cluster", "cluster": {"server": "https://localhost:6443",
+                                                              "certificate-authority-data": "Q0E="}}],
+        "users": [{"name": "local-up-cluster", "user": {"client-certificate-data": "Q0VSVA==",
+                                                        "client-key-data": "S0VZ"}}],
+        "contexts": [{"name": "local-up-cluster", "context": {"cluster": "local-up-cluster", "user": "local-up-cluster"}}],
+    }
+    renamed = cluster.rename_kubeconfig(admin, "tfship-local")
+    assert renamed["current-context"] == "tfship-local"
+    assert renamed["contexts"] == [{"name": "tfship-local", "context": {"cluster": "tfship-local", "user": "tfship-local-admin"}}]
+    assert renamed["clusters"][0]["cluster"]["server"] == "https://localhost:6443"
+    assert renamed["users"][0]["user"]["client-key-data"] == "S0VZ"
+
+
+def test_parse_nodes_reads_ready_and_the_reason_when_not():
+    nodes = {
+        "items": [
+            {"metadata": {"name": "127.0.0.1"},
+             "status": {"conditions": [{"type": "MemoryPressure", "status": "False"},
+                                       {"type": "Ready", "status": "True", "message": "kubelet is posting ready status"}],
+                        "nodeInfo": {"kubeletVersion": "v1.20.2"}}},
+            {"metadata": {"name": "other"},
+             "status": {"conditions": [{"type": "Ready", "status": "False", "message": "container runtime is down"}]}},
+        ]
+    }
+    parsed = cluster.parse_nodes(nodes)
+    assert [(n.name, n.ready, n.version) for n in parsed] == [("127.0.0.1", True, "v1.20.2"), ("other", False, "?")]
+    assert parsed[1].reason == "container runtime is down"
+    status = cluster.ClusterStatus("local", "tfship-local", "https://localhost:6443", parsed)
+    assert status.ready
+    assert "NotReady (container runtime is down)" in status.describe()
+    assert not cluster.ClusterStatus("local", "", "?", cluster.parse_nodes({"items": []})).ready
+
+
+def test_local_up_environment_follows_the_lab_recipe():
+    env = cluster.local_up_environment(Path("/logs"), ETCD_DIR)
+    assert env["ENABLE_DAEMON"] == "true"
+    assert env["KUBE_ENABLE_CLUSTER_DNS"] == "false"
+    assert env["LOG_DIR"] == "/logs"
+    flags = env["KUBELET_FLAGS"].split()
+    assert f"--pod-infra-container-image={cluster.PAUSE_IMAGE}" in flags
+    assert "--fail-swap-on=false" in flags
+    assert "--image-gc-high-threshold=100" in flags  # never collect other people's images on a shared engine
+
+
+def test_deb_src_entry_names_bookworm_sources_on_the_mirror():
+    entry = cluster.deb_src_entry("http://mirror.example/debian")
+    assert "Types: deb-src" in entry and "URIs: http://mirror.example/debian" in entry and "Suites: bookworm" in entry
+
+
+def test_kind_cluster_is_wired_to_the_local_registry():
+    argv, node_config = cluster.kind_create_commands("127.0.0.1:5000")
+    assert argv == ["kind", "create", "cluster", "--name", "tfship", "--config", "-"]
+    parsed = yaml.safe_load(node_config)
+    assert parsed["kind"] == "Cluster" and parsed["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    patch = parsed["containerdConfigPatches"][0]
+    assert 'registry.mirrors."127.0.0.1:5000"' in patch
+    assert f'endpoint = ["http://{cluster.KIND_REGISTRY_NAME}:5000"]' in patch
+
+
+def config_for(provider: str, context: str = "") -> Config:
+    return Config(kubernetes=KubernetesConfig(provider=provider, context=context))
+
+
+def test_context_defaults_per_provider():
+    assert cluster.context_of(config_for("local")) == "tfship-local"
+    assert cluster.context_of(config_for("kind")) == "kind-tfship"
+    assert cluster.context_of(config_for("external")) == ""
+    assert cluster.context_of(config_for("external", "prod")) == "prod"
+    assert cluster.context_of(config_for("local", "mine")) == "mine"
+
+
+def test_kubectl_argv_for_the_local_cluster(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(KubernetesError, match="not built yet"):
+        kubectl.kubectl_argv(config_for("local"), "get", "nodes")
+    cluster.binaries_dir().mkdir(parents=True)
+    (cluster.binaries_dir() / "kubectl").write_text("")
+    with pytest.raises(KubernetesError, match="kubeconfig .* does not exist") as raised:
+        kubectl.kubectl_argv(config_for("local"), "get", "nodes")
+    assert raised.value.hint == "run: invoke cluster.up"
+    cluster.local_kubeconfig().parent.mkdir(parents=True)
+    cluster.local_kubeconfig().write_text("")
+    assert kubectl.kubectl_argv(config_for("local"), "get", "nodes") == [
+        str(cluster.binaries_dir() / "kubectl"), "--kubeconfig", str(cluster.local_kubeconfig()),
+        "--context", "tfship-local", "get", "nodes",
+    ]
+
+
+def test_kubectl_argv_for_an_external_cluster(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert kubectl.kubectl_argv(config_for("external"), "version") == [str(fake), "version"]
+    assert kubectl.kubectl_argv(config_for("external", "prod"), "version") == [str(fake), "--context", "prod", "version"]
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(KubernetesError, match="not on PATH"):
+        kubectl.kubectl_argv(config_for("external"), "version")
+
+
+def test_local_status_without_a_kubeconfig_says_run_cluster_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(KubernetesError, match="not running") as raised:
+        cluster.status(config_for("local"))
+    assert "invoke cluster.up" in raised.value.hint
+    assert cluster.is_ready(config_for("local")) is False
+
+
+def test_down_refuses_an_external_cluster():
+    with pytest.raises(KubernetesError, match="does not stop clusters it did not start"):
+        cluster.down(config_for("external"))
