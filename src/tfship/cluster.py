@@ -316,20 +316,21 @@ def list_processes() -> list[ProcessInfo]:
 def cluster_processes(
     processes: list[ProcessInfo], *, session: int | None, bin_dir: Path, etcd_dir: Path, own_pid: int
 ) -> list[int]:
-    """The pids that belong to the local cluster: its session (local-up-cluster.sh and all it started), any
-    process running one of our built binaries, and the etcd serving our data dir."""
+    """The pids that belong to the local cluster: any process running one of our built binaries, the etcd
+    serving our data dir, and the rest of the session local-up-cluster.sh started them in (sudo wrappers).
+    The recorded session counts only while one of those still lives in it: a stale id may have been reused."""
     bin_prefix = str(bin_dir).rstrip("/") + "/"
-    chosen = []
-    for info in processes:
-        if info.pid == own_pid or info.pid == 1:
-            continue
-        ours = session is not None and info.session == session and info.session != 0
-        ours = ours or info.exe.startswith(bin_prefix) or any(a.startswith(bin_prefix) for a in info.argv[:3])
-        if not ours and info.argv and Path(info.argv[0]).name == "etcd":
-            ours = _flag_value(info.argv, "--data-dir") == str(etcd_dir)
-        if ours:
-            chosen.append(info.pid)
-    return chosen
+
+    def runs_ours(info: ProcessInfo) -> bool:
+        if info.exe.startswith(bin_prefix) or any(a.startswith(bin_prefix) for a in info.argv[:3]):
+            return True
+        return bool(info.argv) and Path(info.argv[0]).name == "etcd" and _flag_value(info.argv, "--data-dir") == str(etcd_dir)
+
+    candidates = [p for p in processes if p.pid not in (own_pid, 1)]
+    ours = {p.pid for p in candidates if runs_ours(p)}
+    if session and any(p.session == session for p in candidates if p.pid in ours):
+        ours |= {p.pid for p in candidates if p.session == session}
+    return sorted(ours)
 
 
 def _flag_value(argv: tuple[str, ...], flag: str) -> str | None:

@@ -20,13 +20,21 @@ def select(processes: list[ProcessInfo], session: int | None = 500) -> list[int]
     return cluster.cluster_processes(processes, session=session, bin_dir=BIN, etcd_dir=ETCD_DIR, own_pid=42)
 
 
-def test_processes_of_the_recorded_session_are_the_clusters():
+def test_the_recorded_session_counts_while_our_binaries_live_in_it():
     processes = [
         ProcessInfo(501, 500, "/usr/bin/sudo", ("sudo", "-E", "kubelet")),
-        ProcessInfo(502, 500, "/usr/bin/bash", ("bash",)),
+        ProcessInfo(502, 500, str(BIN / "kube-proxy"), ("kube-proxy",)),
         ProcessInfo(600, 600, "/usr/bin/bash", ("bash",)),
     ]
     assert select(processes) == [501, 502]
+
+
+def test_a_stale_session_id_reused_by_someone_else_is_ignored():
+    processes = [
+        ProcessInfo(500, 500, "/usr/bin/bash", ("bash",)),
+        ProcessInfo(501, 500, "/usr/bin/vim", ("vim",)),
+    ]
+    assert select(processes) == []
 
 
 def test_our_binaries_are_found_outside_the_session():
