@@ -1,0 +1,318 @@
+"""Kubernetes manifests for the serving app, from the templates in k8s/ and the images in build/artifacts.json.
+
+Templates are plain YAML. A string that is exactly `${name}` becomes the value of `name` with its type (a number,
+a list, a mapping); None drops the key (or list item), so optional parts need no template logic. `${name}` inside a
+longer string is replaced by text. The output is pinned by digest and uses the API versions the cluster serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from tfship.artifacts import Artifacts
+from tfship.config import Config, ModelSpec
+from tfship.errors import KubernetesError, TfshipError
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s"
+MODELS_ROOT = "/models"
+MODEL_CONFIG_DIR = "/etc/tfship"
+MODEL_CONFIG_FILE = "models.config"
+MANAGED_BY = "tfship"
+MODELS_ANNOTATION = "tfship.io/models"
+IMAGE_TAG_ANNOTATION = "tfship.io/image-tag"
+
+# apiVersion per kind, most preferred first; the first one the cluster serves wins.
+API_PREFERENCES: dict[str, tuple[str, ...]] = {
+    "Deployment": ("apps/v1",),
+    "PodDisruptionBudget": ("policy/v1", "policy/v1beta1"),
+}
+# What `render` assumes without a cluster to ask: a current Kubernetes.
+OFFLINE_API_VERSIONS = frozenset({"v1", "apps/v1", "policy/v1"})
+
+# Output file name -> template; the numbers give `kubectl apply -f build/k8s/` a safe order.
+MANIFEST_FILES = {
+    "00-namespace.yaml": "namespace.yaml",
+    "10-configmap.yaml": "configmap.yaml",
+    "20-service.yaml": "service.yaml",
+    "30-pdb.yaml": "pdb.yaml",
+    "40-deployment.yaml": "deployment.yaml",
+}
+NAMESPACE_FILE = "00-namespace.yaml"
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+@dataclass(frozen=True)
+class ApiVersions:
+    deployment: str
+    pdb: str
+
+
+def select_api_versions(served: Iterable[str] | None) -> ApiVersions:
+    """The apiVersion to render per kind, given `kubectl api-versions` (None: offline, assume a current cluster)."""
+    available = set(OFFLINE_API_VERSIONS if served is None else served)
+    chosen: dict[str, str] = {}
+    for kind, preferred in API_PREFERENCES.items():
+        match = next((version for version in preferred if version in available), None)
+        if match is None:
+            raise KubernetesError(
+                f"the cluster serves none of {', '.join(preferred)} for {kind}",
+                "tfship supports Kubernetes 1.20 and later; check `kubectl api-versions`",
+            )
+        chosen[kind] = match
+    return ApiVersions(deployment=chosen["Deployment"], pdb=chosen["PodDisruptionBudget"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def render(
+    config: Config, artifacts: Artifacts, api_versions: ApiVersions, replicas: int | None = None
+) -> dict[str, str]:
+    """Manifest file name -> YAML text, in apply order. Needs a pushed serving image (pinned by digest)."""
+    context = _context(config, artifacts, api_versions, config.kubernetes.replicas if replicas is None else replicas)
+    rendered: dict[str, str] = {}
+    for file_name, template in MANIFEST_FILES.items():
+        if template == "configmap.yaml" and context["model_config_name"] is None:
+            continue  # one model under MODEL_NAME needs no config file
+        rendered[file_name] = _dump(fill(load_template(template), context))
+    return rendered
+
+
+def write(rendered: Mapping[str, str], out_dir: Path) -> list[Path]:
+    """Replace out_dir's manifests with `rendered` (stale files from an earlier render would be applied too)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.yaml"):
+        if stale.name not in rendered:
+            stale.unlink()
+    written = []
+    for name, text in rendered.items():
+        path = out_dir / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def output_dir(config: Config) -> Path:
+    return config.build_path / "k8s"
+
+
+def pull_secret(config: Config, registry: str, username: str, password: str) -> str:
+    """The dockerconfigjson Secret as YAML, for `kubectl apply -f -` only: never write it to a file."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    docker_config = {"auths": {registry: {"username": username, "password": password, "auth": auth}}}
+    context = {
+        "pull_secret_name": config.kubernetes.pull_secret_name,
+        "namespace": config.kubernetes.namespace,
+        "labels": common_labels(config, version=None),
+        "dockerconfigjson_base64": base64.b64encode(json.dumps(docker_config).encode()).decode(),
+    }
+    return _dump(fill(load_template("pull-secret.yaml"), context))
+
+
+def selector_labels(config: Config) -> dict[str, str]:
+    """Labels that pick the app's pods (immutable in a Deployment, so no version here)."""
+    return {"app.kubernetes.io/name": config.kubernetes.app, "app.kubernetes.io/instance": config.project}
+
+
+def selector(config: Config) -> str:
+    """selector_labels as a `kubectl -l` argument."""
+    return ",".join(f"{key}={value}" for key, value in selector_labels(config).items())
+
+
+def common_labels(config: Config, version: str | None) -> dict[str, str]:
+    labels = {
+        **selector_labels(config),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": config.project,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    if version:
+        labels["app.kubernetes.io/version"] = version[:63]
+    return labels
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Templates
+
+
+def load_template(name: str) -> Any:
+    path = TEMPLATES_DIR / name
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TfshipError(f"manifest template {path} is missing", "restore k8s/ from the repository")
+
+
+def fill(node: Any, context: Mapping[str, Any]) -> Any:
+    """Replace ${name} placeholders in a loaded template (see the module docstring); None drops the key or item."""
+    if isinstance(node, dict):
+        filled = {key: fill(value, context) for key, value in node.items()}
+        return {key: value for key, value in filled.items() if value is not None}
+    if isinstance(node, list):
+        return [item for item in (fill(value, context) for value in node) if item is not None]
+    if isinstance(node, str):
+        whole = _PLACEHOLDER.fullmatch(node)
+        if whole:
+            return _lookup(context, whole.group(1))
+        return _PLACEHOLDER.sub(lambda match: str(_lookup(context, match.group(1))), node)
+    return node
+
+
+def _lookup(context: Mapping[str, Any], name: str) -> Any:
+    if name not in context:
+        raise TfshipError(f"manifest template uses ${{{name}}}, which tfship does not provide", "fix the template in k8s/")
+    return context[name]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, template key order, no &anchors, and multi-line strings (the model config) as | blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def _dump(document: Any) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Values
+
+
+def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, replicas: int) -> dict[str, Any]:
+    if replicas < 0:
+        raise KubernetesError(f"replicas must be 0 or more, got {replicas}", "pass --replicas 1 or more")
+    serving = artifacts.image("serving")
+    image = serving.pinned_ref
+    if serving.user <= 0:
+        raise KubernetesError(
+            f"the serving image {serving.local_ref} runs as user {serving.user}, not a numeric non-root user",
+            "rebuild it (invoke build --image serving); runAsNonRoot needs a numeric USER other than 0",
+        )
+    models = _served_models(config, artifacts)
+    kube = config.kubernetes
+    if kube.termination_grace <= kube.prestop_sleep:
+        raise KubernetesError(
+            f"kubernetes.termination_grace ({kube.termination_grace}s) must be longer than kubernetes.prestop_sleep "
+            f"({kube.prestop_sleep}s)",
+            "raise termination_grace or lower prestop_sleep in tfship.yaml",
+        )
+    needs_config_file = len(models) > 1 or any(_needs_config_file(spec) for spec, _ in models)
+    model_config_text = model_config(models) if needs_config_file else None
+    model_config_name = (
+        f"{kube.app}-models-{hashlib.sha256(model_config_text.encode()).hexdigest()[:10]}" if model_config_text else None
+    )
+    first_model = models[0][0].name
+    if model_config_name:
+        env = None
+        args = [f"--model_config_file={MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}"]
+    else:
+        env = [{"name": "MODEL_NAME", "value": first_model}, {"name": "MODEL_BASE_PATH", "value": MODELS_ROOT}]
+        args = []
+    args += list(config.serving.extra_args)
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if model_config_name:
+        volumes.append({"name": "model-config", "configMap": {"name": model_config_name}})
+        mounts.append({"name": "model-config", "mountPath": MODEL_CONFIG_DIR, "readOnly": True})
+    versions = {spec.name: sorted(found) for spec, found in models}
+    annotations = {
+        MODELS_ANNOTATION: json.dumps(versions, sort_keys=True, separators=(",", ":")),
+        IMAGE_TAG_ANNOTATION: serving.tag,
+    }
+    pull_secrets = [{"name": kube.pull_secret_name}] if artifacts.registry_auth else None
+    resources = kube.resources
+    return {
+        "app": kube.app,
+        "namespace": kube.namespace,
+        "namespace_labels": {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/part-of": config.project},
+        "labels": common_labels(config, version=serving.tag),
+        "selector": selector_labels(config),
+        "annotations": annotations,
+        "replicas": replicas,
+        "progress_deadline": kube.progress_deadline,
+        # The startup probe allows model loading as long as the rollout may stall.
+        "startup_failure_threshold": max(1, math.ceil(kube.progress_deadline / 2)),
+        "termination_grace": kube.termination_grace,
+        "prestop_sleep": str(kube.prestop_sleep),
+        "image_pull_secrets": pull_secrets,
+        "user": serving.user,
+        "image": image,
+        "args": args or None,
+        "env": env,
+        "grpc_port": config.serving.grpc_port,
+        "rest_port": config.serving.rest_port,
+        "status_path": f"/v1/models/{first_model}",
+        "cpu_request": resources.cpu_request,
+        "cpu_limit": resources.cpu_limit,
+        "memory_request": resources.memory_request,
+        "memory_limit": resources.memory_limit,
+        "volumes": volumes,
+        "volume_mounts": mounts,
+        "deployment_api_version": api_versions.deployment,
+        "pdb_api_version": api_versions.pdb,
+        "model_config_name": model_config_name,
+        "model_config_text": model_config_text,
+    }
+
+
+def _served_models(config: Config, artifacts: Artifacts) -> list[tuple[ModelSpec, list[int]]]:
+    """The models baked into the serving image, in tfship.yaml order, each with its spec (defaults if unlisted)."""
+    if not artifacts.models:
+        raise KubernetesError(
+            "build/artifacts.json records no models in the serving image", "run: invoke build --image serving"
+        )
+    order = {spec.name: index for index, spec in enumerate(config.models)}
+    names = sorted(artifacts.models, key=lambda name: (order.get(name, len(order)), name))
+    specs = {spec.name: spec for spec in config.models}
+    return [(specs.get(name) or ModelSpec(name=name), list(artifacts.models[name])) for name in names]
+
+
+def _needs_config_file(spec: ModelSpec) -> bool:
+    """MODEL_NAME serves the latest version only; anything else needs --model_config_file."""
+    return spec.version_policy != "latest" or bool(spec.labels)
+
+
+def model_config(models: list[tuple[ModelSpec, list[int]]]) -> str:
+    """TF Serving's ModelServerConfig (text format) for the models baked in under /models/<name>/."""
+    lines = ["model_config_list {"]
+    for spec, _versions in models:
+        lines += [
+            "  config {",
+            f'    name: "{spec.name}"',
+            f'    base_path: "{MODELS_ROOT}/{spec.name}"',
+            '    model_platform: "tensorflow"',
+            f"    model_version_policy {{ {_version_policy(spec)} }}",
+        ]
+        for label, version in sorted(spec.labels.items()):
+            lines.append(f'    version_labels {{ key: "{label}" value: {version} }}')
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _version_policy(spec: ModelSpec) -> str:
+    if spec.version_policy == "all":
+        return "all {}"
+    if spec.version_policy == "specific":
+        return "specific { " + " ".join(f"versions: {v}" for v in spec.versions) + " }"
+    return "latest { num_versions: 1 }"
