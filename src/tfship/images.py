@@ -1,0 +1,548 @@
+"""The devel and serving images: content-tagged, built only when an input changed, serving images accepted only
+after a live prediction.
+
+The chain (each image named by a hash of its inputs, so an existing tag means there is nothing to do):
+
+    python base (bases.py) ─► tfship-tf (TensorFlow venv, one layer) ─┬─► tfship-devel (+ scikit-learn, tfship)
+                                                                      └─► tfship-runtime-python (+ tfship.server)
+    tensorflow/serving:<version> or tfship-runtime-python ─► tfship-serving (+ models, copied last)
+
+A tag hashes the Dockerfile, every context file, the build arguments and the parent image's id. Build-only
+files (the CA bundle, pip.conf) are sent to builder stages only and never hashed or kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import requests
+
+from tfship import artifacts as artifacts_mod
+from tfship import bases, docker_client
+from tfship.artifacts import ImageArtifact
+from tfship.config import Config, ModelSpec
+from tfship.errors import ConfigError, DockerError, ModelError
+from tfship.progress import say, step
+
+DOCKERFILES = bases.DOCKERFILES
+PROJECT_ROOT = DOCKERFILES.parent
+SOURCE_DIR = PROJECT_ROOT / "src" / "tfship"
+TAG_LENGTH = 16
+MODELS_LABEL = "io.tfship.models"
+REVISION_LABEL = "org.opencontainers.image.revision"
+MODEL_CONFIG_PATH = "/models/models.config"
+ACCEPT_TIMEOUT = 240.0  # seconds for every model to become AVAILABLE (the python runtime imports TensorFlow)
+REQUEST_TIMEOUT = 30.0
+ROLES = ("devel", "serving")
+RUNTIMES = ("tfserving", "python")
+
+
+@dataclass
+class ImagePlan:
+    """Everything one build needs; `tag` is a hash of all of it but the build-only files."""
+
+    name: str
+    dockerfile: Path
+    parent_id: str
+    files: dict[str, Path] = field(default_factory=dict)
+    buildargs: dict[str, str] = field(default_factory=dict)
+    # hashed into the tag but never shown or passed to the build (e.g. a pip index URL that holds a token)
+    private_inputs: dict[str, str] = field(default_factory=dict)
+    needs_pypi: bool = False
+
+    @property
+    def tag(self) -> str:
+        return content_tag(self.dockerfile, self.files, {**self.buildargs, **self.private_inputs}, self.parent_id)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tags
+
+
+def content_tag(dockerfile: Path, files: Mapping[str, Path], buildargs: Mapping[str, str], parent_id: str) -> str:
+    """A tag that changes when any input changes and not otherwise: the Dockerfile, every context file's path,
+    mode and content, the build arguments and the parent image's id. File times do not count."""
+    digest = hashlib.sha256()
+
+    def feed(*parts: str) -> None:
+        for part in parts:
+            digest.update(part.encode())
+            digest.update(b"\0")
+
+    feed("dockerfile", _file_sha256(dockerfile), "parent", parent_id)
+    for key in sorted(buildargs):
+        feed("arg", key, buildargs[key])
+    for name in sorted(files):
+        for relative, path in _walk(name, files[name]):
+            mode = "x" if os.access(path, os.X_OK) and path.is_file() else "-"
+            feed("file", relative, mode, _file_sha256(path) if path.is_file() else "dir")
+    return digest.hexdigest()[:TAG_LENGTH]
+
+
+def _walk(name: str, path: Path) -> Iterable[tuple[str, Path]]:
+    if not path.exists():
+        raise ConfigError(f"build input {path} does not exist", "restore it from git (or re-export the model)")
+    yield name, path
+    if path.is_dir():
+        for child in sorted(path.iterdir()):
+            if child.name == "__pycache__" or child.suffix == ".pyc":
+                continue
+            yield from _walk(f"{name}/{child.name}", child)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Plans
+
+
+def tf_plan(config: Config) -> ImagePlan:
+    """The shared TensorFlow venv image on the configured Python base (building the base if needed)."""
+    base = bases.python_base(config)
+    parent = docker_client.image_id(base.ref)
+    if parent is None:
+        raise DockerError(f"the base image {base.ref} is missing", "run again, or set base.source: debian")
+    return ImagePlan(
+        name=f"{config.project}-tf",
+        dockerfile=DOCKERFILES / "Dockerfile.tf",
+        parent_id=parent,
+        buildargs={"PYTHON_BASE": base.ref, "TENSORFLOW_VERSION": config.images.tensorflow_version},
+        private_inputs={"pip_index_url": config.base.pip_index_url},
+        needs_pypi=True,
+    )
+
+
+def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
+    return ImagePlan(
+        name=config.images.devel,
+        dockerfile=DOCKERFILES / "Dockerfile.devel",
+        parent_id=tf_id,
+        files={"tfship.pth": DOCKERFILES / "tfship.pth", "pyproject.toml": PROJECT_ROOT / "pyproject.toml",
+               "src/tfship": SOURCE_DIR},
+        buildargs={"TF_IMAGE": tf_ref, "USER_ID": str(config.images.user)},
+        private_inputs={"pip_index_url": config.base.pip_index_url},
+        needs_pypi=True,
+    )
+
+
+def python_runtime_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
+    # The exporters are not needed to serve; the rest of the package is small and the server may import it.
+    return ImagePlan(
+        name=f"{config.project}-runtime-python",
+        dockerfile=DOCKERFILES / "Dockerfile.runtime-python",
+        parent_id=tf_id,
+        files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship": SOURCE_DIR},
+        buildargs={"TF_IMAGE": tf_ref},
+    )
+
+
+def serving_plan(config: Config, runtime_ref: str, runtime_id: str, context_models: Path, models: Mapping[str, list[int]]) -> ImagePlan:
+    use_config_file = needs_model_config_file(config, models)
+    return ImagePlan(
+        name=config.images.serving,
+        dockerfile=DOCKERFILES / "Dockerfile.serving",
+        parent_id=runtime_id,
+        files={"tfship-entrypoint.sh": DOCKERFILES / "tfship-entrypoint.sh", "models": context_models},
+        buildargs={
+            "RUNTIME_IMAGE": runtime_ref,
+            "MODEL_NAME": next(iter(models)),
+            "MODEL_CONFIG_FILE": MODEL_CONFIG_PATH if use_config_file else "",
+            "USER_ID": str(config.images.user),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models baked into the serving image
+
+
+def served_versions(config: Config, spec: ModelSpec) -> dict[int, Path]:
+    """version -> folder for the versions spec's policy serves (latest: the newest; all; specific: the listed)."""
+    folder = config.models_path / spec.name
+    found: dict[int, Path] = {}
+    if folder.is_dir():
+        for child in folder.iterdir():
+            if child.is_dir() and child.name.isdigit() and (child / "saved_model.pb").is_file():
+                found[int(child.name)] = child
+    if not found:
+        raise ModelError(f"no exported version of model '{spec.name}' in {folder}",
+                         f"run: invoke export --model {spec.name} (or invoke model.add)")
+    if spec.version_policy == "latest":
+        newest = max(found)
+        return {newest: found[newest]}
+    if spec.version_policy == "all":
+        return dict(sorted(found.items()))
+    missing = [v for v in spec.versions if v not in found]
+    if missing:
+        raise ModelError(f"model '{spec.name}': versions {missing} listed in tfship.yaml are not in {folder}",
+                         f"export them, or change models.{spec.name}.versions (found: {sorted(found)})")
+    return {v: found[v] for v in sorted(spec.versions)}
+
+
+def needs_model_config_file(config: Config, models: Mapping[str, list[int]]) -> bool:
+    return len(models) > 1 or any(
+        spec.version_policy != "latest" or spec.labels for spec in config.models if spec.name in models
+    )
+
+
+def model_config_text(config: Config, models: Mapping[str, list[int]]) -> str:
+    """TF Serving's model config (protobuf text format) for the models baked in, under /models."""
+    lines = ["model_config_list {"]
+    for spec in config.models:
+        if spec.name not in models:
+            continue
+        versions = models[spec.name]
+        if spec.version_policy == "all":
+            policy = "all {}"
+        elif spec.version_policy == "specific":
+            policy = "specific { " + " ".join(f"versions: {v}" for v in versions) + " }"
+        else:
+            policy = "latest { num_versions: 1 }"
+        lines += [
+            "  config {",
+            f'    name: "{spec.name}"',
+            f'    base_path: "/models/{spec.name}"',
+            '    model_platform: "tensorflow"',
+            f"    model_version_policy {{ {policy} }}",
+        ]
+        lines += [f'    version_labels {{ key: "{k}" value: {v} }}' for k, v in sorted(spec.labels.items())]
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def stage_models(config: Config, into: Path) -> dict[str, list[int]]:
+    """Link the served versions (and models.config) into `into` as the models/ part of the build context."""
+    if not config.models:
+        raise ConfigError("no models configured", "add models to tfship.yaml")
+    served: dict[str, list[int]] = {}
+    into.mkdir(parents=True, exist_ok=True)
+    for spec in config.models:
+        versions = served_versions(config, spec)
+        served[spec.name] = list(versions)
+        for version, folder in versions.items():
+            target = into / spec.name / folder.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(folder, target_is_directory=True)
+    if needs_model_config_file(config, served):
+        (into / "models.config").write_text(model_config_text(config, served))
+    return served
+
+
+def validate_models(config: Config) -> None:
+    """The model stage's full validation (loads every model, checks signatures) when that module is present."""
+    try:
+        from tfship import models as models_stage  # written alongside; optional until it lands
+    except ImportError:
+        return
+    validate = getattr(models_stage, "validate_all", None)
+    if validate is not None:
+        for line in validate(config):
+            say(f"    {line}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building
+
+
+def ensure(plan: ImagePlan, config: Config, title: str) -> tuple[str, str, bool]:
+    """(ref, image id, built): build `plan` unless an image with its content tag exists."""
+    ref = plan.ref
+    found = docker_client.image_id(ref)
+    if found is not None:
+        say(f"{title} {ref}: up to date")
+        return ref, found, False
+    with step(f"Building {title} {ref}") as progress:
+        files = dict(plan.files)
+        build_only = _build_only_dir(config) if plan.needs_pypi else None
+        try:
+            if build_only is not None:
+                files["build-only"] = build_only
+            image_id = docker_client.build_image(ref, plan.dockerfile, files, plan.buildargs, progress.update)
+        finally:
+            if build_only is not None:
+                shutil.rmtree(build_only, ignore_errors=True)
+        progress.done(f"{ref} ({image_id[7:19]})")
+    return ref, image_id, True
+
+
+def _build_only_dir(config: Config) -> Path:
+    """A private temporary folder with the CA bundle and pip.conf for builder stages; deleted after the build."""
+    ca = Path(os.path.expanduser(config.base.ca_bundle))
+    if not ca.is_file():
+        raise ConfigError(f"base.ca_bundle {ca} does not exist", "point base.ca_bundle at a PEM bundle that pip can trust")
+    folder = Path(tempfile.mkdtemp(prefix="tfship-build-only-"))
+    shutil.copyfile(ca, folder / "ca.pem")
+    settings = ["[global]", "cert = /tmp/tfship-build/ca.pem", "disable-pip-version-check = true",
+                "no-cache-dir = true", "timeout = 180"]
+    if config.base.pip_index_url:
+        settings.append(f"index-url = {config.base.pip_index_url}")
+    (folder / "pip.conf").write_text("\n".join(settings) + "\n")
+    return folder
+
+
+def ensure_tf_image(config: Config) -> tuple[str, str]:
+    ref, image_id, _ = ensure(tf_plan(config), config, "TensorFlow venv image")
+    return ref, image_id
+
+
+def ensure_devel_image(config: Config) -> ImageArtifact:
+    """The devel image (TensorFlow, scikit-learn, tfship), built if its inputs changed; recorded in artifacts."""
+    tf_ref, tf_id = ensure_tf_image(config)
+    plan = devel_plan(config, tf_ref, tf_id)
+    _, image_id, _ = ensure(plan, config, "devel image")
+    artifact = ImageArtifact(role="devel", name=plan.name, tag=plan.tag, image_id=image_id, user=config.images.user)
+    _record(config, artifact)
+    return artifact
+
+
+def pick_runtime(config: Config, runtime: str | None = None) -> str:
+    """`tfserving` or `python`; `auto` picks tfserving where tensorflow/serving can be pulled, and says which."""
+    chosen = runtime or config.serving.runtime
+    if chosen not in (*RUNTIMES, "auto"):
+        raise ConfigError(f"unknown serving runtime {chosen!r}", "use tfserving, python or auto")
+    if chosen == "python" and config.serving.gpu:
+        raise ConfigError("serving.gpu needs the tfserving runtime", "set serving.runtime: tfserving, or gpu: false")
+    if chosen != "auto":
+        return chosen
+    image = tfserving_image(config)
+    if config.base.source == "debian":
+        say(f"serving.runtime auto: python (base.source is debian, so {image} is not pulled)")
+        return "python"
+    if bases.can_pull(image, config):
+        say(f"serving.runtime auto: tfserving ({image})")
+        return "tfserving"
+    say(f"serving.runtime auto: {image} cannot be pulled here; using the python runtime (tfship.server)")
+    return "python"
+
+
+def tfserving_image(config: Config) -> str:
+    return f"tensorflow/serving:{config.serving.tfserving_version}{'-gpu' if config.serving.gpu else ''}"
+
+
+def ensure_serving_image(config: Config, runtime: str | None = None) -> ImageArtifact:
+    """The serving image with the models baked in; a newly built one is accepted only after every model answers
+    a prediction, else it is removed and DockerError raised."""
+    chosen = pick_runtime(config, runtime)
+    if chosen == "tfserving":
+        runtime_ref = tfserving_image(config)
+        runtime_id = bases.ensure_upstream(runtime_ref, config)
+    else:
+        tf_ref, tf_id = ensure_tf_image(config)
+        runtime_ref, runtime_id, _ = ensure(python_runtime_plan(config, tf_ref, tf_id), config, "python runtime image")
+    staging = Path(tempfile.mkdtemp(prefix="tfship-models-"))
+    try:
+        served = stage_models(config, staging / "models")
+        plan = serving_plan(config, runtime_ref, runtime_id, staging / "models", served)
+        ref = plan.ref
+        image_id = docker_client.image_id(ref)
+        if image_id is not None:
+            say(f"serving image {ref}: up to date")
+        else:
+            validate_models(config)
+            labels = {REVISION_LABEL: git_revision(config.root), MODELS_LABEL: models_label(served)}
+            with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
+                image_id = docker_client.build_image(ref, plan.dockerfile, plan.files, plan.buildargs,
+                                                     progress.update, labels=labels)
+                progress.done(f"{ref} ({image_id[7:19]})")
+            try:
+                accept_serving_image(ref, served)
+            except BaseException:
+                docker_client.remove_image(ref)  # a broken image must never be pushed
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    artifact = ImageArtifact(role="serving", name=plan.name, tag=plan.tag, image_id=image_id,
+                             user=config.images.user, runtime=chosen)
+    _record(config, artifact, models=served)
+    return artifact
+
+
+def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = None) -> list[ImageArtifact]:
+    """Build the requested images (devel, serving) where their inputs changed; return what is now current."""
+    wanted = list(images)
+    unknown = [role for role in wanted if role not in ROLES]
+    if unknown:
+        raise ConfigError(f"unknown image {unknown[0]!r}", "use devel, serving or all")
+    built: list[ImageArtifact] = []
+    if "devel" in wanted:
+        built.append(ensure_devel_image(config))
+    if "serving" in wanted:
+        built.append(ensure_serving_image(config, runtime))
+    return built
+
+
+def models_label(served: Mapping[str, list[int]]) -> str:
+    return ",".join(f"{name}:{'+'.join(map(str, versions))}" for name, versions in served.items())
+
+
+def git_revision(root: Path) -> str:
+    """The source commit (with -dirty when the work tree has changes), or 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[int]] | None = None) -> None:
+    """Record in build/artifacts.json; push results for the same tag are kept, any other tag replaces them."""
+    record = artifacts_mod.load(config.artifacts_path)
+    previous = record.images.get(artifact.role)
+    if previous is not None and previous.tag == artifact.tag and previous.image_id == artifact.image_id:
+        artifact.repository, artifact.digest = previous.repository, previous.digest
+    record.images[artifact.role] = artifact
+    if models is not None:
+        record.models = {name: list(versions) for name, versions in models.items()}
+    artifacts_mod.save(config.artifacts_path, record)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Acceptance: a live prediction per model
+
+
+def accept_serving_image(ref: str, served: Mapping[str, list[int]], timeout: float = ACCEPT_TIMEOUT) -> None:
+    """Start `ref` on 127.0.0.1 with random ports, wait (bounded) until every served version is AVAILABLE over
+    REST, and send one prediction per model built from its metadata. Raises DockerError on any failure."""
+    with step(f"Accepting {ref}: one live prediction per model") as progress:
+        container = start_container(ref)
+        try:
+            rest = f"http://127.0.0.1:{container.rest_port}"
+            session = requests.Session()
+            session.trust_env = False  # loopback only, never through a proxy
+            for name, versions in served.items():
+                wait_available(session, rest, name, versions, container, deadline=time.monotonic() + timeout)
+                progress.update(f"{name} versions {versions} AVAILABLE")
+                predict_once(session, rest, name)
+                progress.update(f"{name}: prediction answered")
+            progress.done("accepted")
+        finally:
+            container.remove()
+
+
+@dataclass
+class RunningContainer:
+    id: str
+    rest_port: int
+    grpc_port: int
+
+    def logs_tail(self, lines: int = 5) -> str:
+        with docker_client.errors("reading container logs"):
+            text = docker_client.api().logs(self.id, tail=lines).decode(errors="replace")
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+    def running(self) -> bool:
+        with docker_client.errors("inspecting the acceptance container"):
+            return bool(docker_client.api().inspect_container(self.id)["State"]["Running"])
+
+    def remove(self) -> None:
+        with docker_client.errors("removing the acceptance container"):
+            docker_client.api().remove_container(self.id, force=True)
+
+
+def start_container(ref: str) -> RunningContainer:
+    """Run `ref` detached with 8500/8501 published on random 127.0.0.1 ports."""
+    client = docker_client.api()
+    name = f"tfship-accept-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+    with docker_client.errors(f"starting {ref}"):
+        host_config = client.create_host_config(port_bindings={8500: ("127.0.0.1",), 8501: ("127.0.0.1",)})
+        created = client.create_container(ref, name=name, ports=[8500, 8501], host_config=host_config,
+                                          labels={"io.tfship.role": "acceptance"})
+        try:
+            client.start(created["Id"])
+            ports = client.inspect_container(created["Id"])["NetworkSettings"]["Ports"]
+            return RunningContainer(created["Id"], int(ports["8501/tcp"][0]["HostPort"]),
+                                    int(ports["8500/tcp"][0]["HostPort"]))
+        except BaseException:
+            client.remove_container(created["Id"], force=True)
+            raise
+
+
+def wait_available(session: requests.Session, rest: str, name: str, versions: list[int],
+                   container: RunningContainer, deadline: float) -> None:
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not container.running():
+            raise DockerError(f"the serving container exited before model '{name}' was AVAILABLE: "
+                              f"{container.logs_tail()}", "fix the image or the model; see the logs above")
+        try:
+            answer = session.get(f"{rest}/v1/models/{name}", timeout=5)
+            if answer.status_code == 200:
+                states = {int(s["version"]): s.get("state") for s in answer.json().get("model_version_status", [])}
+                if all(states.get(v) == "AVAILABLE" for v in versions):
+                    return
+                last = f"states {states}"
+            else:
+                last = f"HTTP {answer.status_code}: {answer.text[:200]}"
+        except (requests.RequestException, ValueError) as exc:
+            last = type(exc).__name__
+        time.sleep(1.0)
+    raise DockerError(f"model '{name}' versions {versions} not AVAILABLE within the acceptance timeout ({last}): "
+                      f"{container.logs_tail()}", "check the model loads: invoke model.validate")
+
+
+def predict_once(session: requests.Session, rest: str, name: str) -> dict:
+    """POST one request to :predict, shaped from the model's serving_default signature; returns the answer."""
+    try:
+        metadata = session.get(f"{rest}/v1/models/{name}/metadata", timeout=REQUEST_TIMEOUT)
+        metadata.raise_for_status()
+        request = example_request(metadata.json())
+        answer = session.post(f"{rest}/v1/models/{name}:predict", json=request, timeout=REQUEST_TIMEOUT)
+    except (requests.RequestException, ValueError) as exc:
+        raise DockerError(f"model '{name}' did not answer a prediction: {exc}", "see the serving logs") from None
+    if answer.status_code != 200:
+        raise DockerError(f"model '{name}' refused a prediction: HTTP {answer.status_code} {answer.text[:200]}",
+                          "check the model's serving_default signature")
+    body = answer.json()
+    if "predictions" not in body and "outputs" not in body:
+        raise DockerError(f"model '{name}' answered a prediction without outputs: {answer.text[:200]}",
+                          "check the server")
+    return body
+
+
+_ZERO_BY_DTYPE = {"DT_STRING": "", "DT_BOOL": False}
+
+
+def example_request(metadata: dict, signature: str = "serving_default") -> dict:
+    """A batch-of-one :predict request of zeros matching `signature`'s inputs, from a GetModelMetadata answer."""
+    try:
+        signatures = metadata["metadata"]["signature_def"]["signature_def"]
+        inputs = signatures[signature]["inputs"]
+    except (KeyError, TypeError):
+        raise DockerError(f"the model metadata has no '{signature}' signature", "export the model with one") from None
+    request_inputs = {}
+    for input_name, spec in inputs.items():
+        dtype = spec.get("dtype", "DT_FLOAT")
+        zero = _ZERO_BY_DTYPE.get(dtype, 0.0 if dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16") else 0)
+        shape = spec.get("tensor_shape", {})
+        dims = [int(d.get("size", 1)) for d in shape.get("dim", [])] if not shape.get("unknown_rank") else [1]
+        # a batch of one; other unknown sizes become 1
+        request_inputs[input_name] = _filled([1] + [max(size, 1) for size in dims[1:]] if dims else [], zero)
+    return {"signature_name": signature, "inputs": request_inputs}
+
+
+def _filled(dims: list[int], value: object) -> object:
+    return value if not dims else [_filled(dims[1:], value) for _ in range(dims[0])]
