@@ -38,18 +38,25 @@ def push(c):
     raise _not_yet("push")
 
 
-@task(help={"replicas": "number of serving replicas"})
+@task(help={"replicas": "number of serving replicas",
+            "offline": "do not ask the cluster for its API versions (render for a current Kubernetes)"})
 @handles_errors
-def render(c, replicas=None):
+def render(c, replicas=None, offline=False):
     """Render Kubernetes manifests, pinned by digest, into build/k8s/."""
-    raise _not_yet("render")
+    from tfship import deploy as stage
+
+    cfg = load_config(**{"kubernetes.replicas": replicas})
+    print(stage.render_manifests(cfg, offline=offline))
 
 
 @task(help={"replicas": "number of serving replicas", "keep_failed": "leave a failed rollout in place for debugging"})
 @handles_errors
 def deploy(c, replicas=None, keep_failed=False):
     """Apply the manifests, wait for the rollout, and roll back on failure."""
-    raise _not_yet("deploy")
+    from tfship import deploy as stage
+
+    cfg = load_config(**{"kubernetes.replicas": replicas})
+    print(stage.deploy(cfg, keep_failed=keep_failed))
 
 
 @task(name="smoke-test", help={"json": "print machine-readable results"})
@@ -72,21 +79,27 @@ def smoke_test(c, json=False):
 @handles_errors
 def status(c):
     """Show the deployed app: replicas, image digest, rollout state."""
-    raise _not_yet("status")
+    from tfship import deploy as stage
+
+    print(stage.status(load_config()))
 
 
 @task
 @handles_errors
 def rollback(c):
     """Roll the deployment back to its previous revision."""
-    raise _not_yet("rollback")
+    from tfship import deploy as stage
+
+    print(stage.rollback(load_config()))
 
 
 @task
 @handles_errors
 def destroy(c):
     """Delete the deployed app from the cluster."""
-    raise _not_yet("destroy")
+    from tfship import deploy as stage
+
+    print(stage.destroy(load_config()))
 
 
 @task
