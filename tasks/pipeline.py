@@ -19,8 +19,8 @@ def export(c, model=None, version=None, host=False):
     """Export the configured models as versioned SavedModels under models/."""
     from tfship import export as stage
 
-    cfg = load_config()
-    stage.export(cfg, model=model, version=int(version) if version is not None else None, in_devel=not host)
+    for result in stage.export(load_config(), model=model, version=version, in_devel=not host):
+        print(result.describe())
 
 
 @task(help={"image": "devel, serving or all (default)", "runtime": "serving runtime: tfserving, python or auto",
@@ -28,14 +28,23 @@ def export(c, model=None, version=None, host=False):
 @handles_errors
 def build(c, image="all", runtime=None, base=None):
     """Build the devel and serving images (skipped when their inputs are unchanged)."""
-    raise _not_yet("build")
+    from tfship import images
+
+    cfg = load_config(**{"serving.runtime": runtime, "base.source": base})
+    wanted = images.ROLES if image == "all" else (image,)
+    for artifact in images.build(cfg, images=wanted):
+        runtime_note = f" ({artifact.runtime} runtime)" if artifact.runtime else ""
+        print(f"{artifact.role}: {artifact.local_ref}{runtime_note} user {artifact.user}")
 
 
 @task
 @handles_errors
 def push(c):
     """Push the built images to the registry and record their digests in build/artifacts.json."""
-    raise _not_yet("push")
+    from tfship import push as stage
+
+    for line in stage.push_images(load_config()).lines():
+        print(line)
 
 
 @task(help={"replicas": "number of serving replicas",
