@@ -1,27 +1,34 @@
-"""The local image registry."""
+"""The local image registry: insecure on registry.url, or TLS + htpasswd on registry.auth_url (--auth)."""
 
 from invoke import task
 
 from tasks._common import handles_errors, load_config
-from tfship.errors import TfshipError
 
 
-@task(help={"auth": "TLS with a generated CA and bcrypt htpasswd"})
+@task(help={"auth": "TLS with a generated CA and bcrypt htpasswd (on registry.auth_url)"})
 @handles_errors
 def up(c, auth=False):
-    """Start the local registry (idempotent)."""
-    raise TfshipError("'registry.up' is not implemented yet", "see the open issues for when it lands")
+    """Start the local registry (idempotent; data kept across restarts in the state dir)."""
+    from tfship import registry
+
+    print(registry.up(load_config(**{"registry.auth": True if auth else None})).describe())
 
 
-@task
+@task(help={"purge": "also delete its data, certificates and generated credentials"})
 @handles_errors
-def down(c):
-    """Stop the local registry (its data is kept)."""
-    raise TfshipError("'registry.down' is not implemented yet", "see the open issues for when it lands")
+def down(c, purge=False):
+    """Stop the local registries (their data is kept unless --purge)."""
+    from tfship import registry
+
+    for line in registry.down(load_config(), purge=purge):
+        print(line)
 
 
 @task
 @handles_errors
 def status(c):
-    """Say whether the local registry runs, where, and with which security."""
-    raise TfshipError("'registry.status' is not implemented yet", "see the open issues for when it lands")
+    """Say whether the local registries run, where, and with which security."""
+    from tfship import registry
+
+    for info in registry.status(load_config()):
+        print(info.describe())

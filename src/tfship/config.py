@@ -85,6 +85,10 @@ class ServingConfig:
 class RegistryConfig:
     # host:port of the registry images are pushed to.
     url: str = "127.0.0.1:5000"
+    # host:port of the local TLS + htpasswd registry (registry.up --auth, or auth: true), used instead of url.
+    auth_url: str = "127.0.0.1:5443"
+    # Image of the local registry where the engine can pull it; else Debian's docker-registry as a host process.
+    image: str = "registry:2"
     # The local registry that `registry.up` manages; False means `url` is someone else's registry.
     local: bool = True
     # TLS + htpasswd for the local registry (registry.up --auth).
