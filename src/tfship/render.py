@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from tfship import images
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 from tfship.errors import KubernetesError, TfshipError
@@ -216,19 +217,23 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
             f"({kube.prestop_sleep}s)",
             "raise termination_grace or lower prestop_sleep in tfship.yaml",
         )
-    needs_config_file = len(models) > 1 or any(_needs_config_file(spec) for spec, _ in models)
-    model_config_text = model_config(models) if needs_config_file else None
+    # The same model config the serving image was built with, so the manifest says what is served.
+    model_config_text = (
+        images.model_config_text(config, artifacts.models)
+        if images.needs_model_config_file(config, artifacts.models)
+        else None
+    )
     model_config_name = (
         f"{kube.app}-models-{hashlib.sha256(model_config_text.encode()).hexdigest()[:10]}" if model_config_text else None
     )
     first_model = models[0][0].name
+    # The serving image's entrypoint (dockerfiles/tfship-entrypoint.sh) reads MODEL_CONFIG_FILE, or MODEL_NAME
+    # under MODEL_BASE_PATH; extra server flags go in args.
     if model_config_name:
-        env = None
-        args = [f"--model_config_file={MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}"]
+        env = [{"name": "MODEL_CONFIG_FILE", "value": f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}"}]
     else:
         env = [{"name": "MODEL_NAME", "value": first_model}, {"name": "MODEL_BASE_PATH", "value": MODELS_ROOT}]
-        args = []
-    args += list(config.serving.extra_args)
+    args = list(config.serving.extra_args)
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if model_config_name:
@@ -276,43 +281,15 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
 
 
 def _served_models(config: Config, artifacts: Artifacts) -> list[tuple[ModelSpec, list[int]]]:
-    """The models baked into the serving image, in tfship.yaml order, each with its spec (defaults if unlisted)."""
+    """The models baked into the serving image, in tfship.yaml order, each with its spec and versions."""
     if not artifacts.models:
         raise KubernetesError(
             "build/artifacts.json records no models in the serving image", "run: invoke build --image serving"
         )
-    order = {spec.name: index for index, spec in enumerate(config.models)}
-    names = sorted(artifacts.models, key=lambda name: (order.get(name, len(order)), name))
-    specs = {spec.name: spec for spec in config.models}
-    return [(specs.get(name) or ModelSpec(name=name), list(artifacts.models[name])) for name in names]
-
-
-def _needs_config_file(spec: ModelSpec) -> bool:
-    """MODEL_NAME serves the latest version only; anything else needs --model_config_file."""
-    return spec.version_policy != "latest" or bool(spec.labels)
-
-
-def model_config(models: list[tuple[ModelSpec, list[int]]]) -> str:
-    """TF Serving's ModelServerConfig (text format) for the models baked in under /models/<name>/."""
-    lines = ["model_config_list {"]
-    for spec, _versions in models:
-        lines += [
-            "  config {",
-            f'    name: "{spec.name}"',
-            f'    base_path: "{MODELS_ROOT}/{spec.name}"',
-            '    model_platform: "tensorflow"',
-            f"    model_version_policy {{ {_version_policy(spec)} }}",
-        ]
-        for label, version in sorted(spec.labels.items()):
-            lines.append(f'    version_labels {{ key: "{label}" value: {version} }}')
-        lines.append("  }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _version_policy(spec: ModelSpec) -> str:
-    if spec.version_policy == "all":
-        return "all {}"
-    if spec.version_policy == "specific":
-        return "specific { " + " ".join(f"versions: {v}" for v in spec.versions) + " }"
-    return "latest { num_versions: 1 }"
+    unlisted = sorted(set(artifacts.models) - {spec.name for spec in config.models})
+    if unlisted:
+        raise KubernetesError(
+            f"the serving image holds model '{unlisted[0]}', which tfship.yaml no longer lists",
+            "run: invoke build --image serving && invoke push (or list the model again)",
+        )
+    return [(spec, sorted(artifacts.models[spec.name])) for spec in config.models if spec.name in artifacts.models]

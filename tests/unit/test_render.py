@@ -161,8 +161,9 @@ def test_several_models_use_a_model_config_file_named_by_its_content(tmp_path):
     assert text.index('name: "half_plus_two"') < text.index('name: "digits"')
     assert 'base_path: "/models/digits"' in text
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--model_config_file=/etc/tfship/models.config"]
-    assert "env" not in container
+    # The serving image's entrypoint reads MODEL_CONFIG_FILE instead of MODEL_NAME.
+    assert container["env"] == [{"name": "MODEL_CONFIG_FILE", "value": "/etc/tfship/models.config"}]
+    assert "args" not in container
     volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "model-config", "configMap": {"name": config_map["metadata"]["name"]}} in volumes
     # A different model config gets a different name, so a rollback finds its own.
@@ -234,6 +235,8 @@ def test_unpushed_or_root_images_are_refused(tmp_path):
         render.render(cfg, Artifacts(), api, 3)
     with pytest.raises(KubernetesError, match="no models"):
         render.render(cfg, make_artifacts({}), api, 3)
+    with pytest.raises(KubernetesError, match="no longer lists"):
+        render.render(cfg, make_artifacts({"iris": [1]}), api, 3)
 
 
 def test_grace_period_must_outlast_the_prestop_sleep(tmp_path):
