@@ -6,13 +6,13 @@ from tasks._common import handles_errors, load_config
 
 
 @task(help={"path": "folder of a SavedModel (holding saved_model.pb)", "name": "model name",
-            "version": "version number (default: next)"})
+            "version": "version number (default: the next one)"})
 @handles_errors
 def add(c, path, name, version=None):
     """Import an existing SavedModel as models/<name>/<version> after validating it."""
     from tfship import models
 
-    target = models.add(load_config(), path, name, int(version) if version is not None else None)
+    target = models.add(load_config(), path, name, version)
     print(f"added {target}")
 
 
