@@ -123,6 +123,8 @@ def render_manifests(
 ) -> RenderResult:
     """Render into build/k8s/ with the API versions of the configured cluster (or current ones offline or when
     the cluster does not answer, which it says)."""
+    recorded = tfartifacts.load(config.artifacts_path)
+    recorded.image("serving").pinned_ref  # nothing to render before a push: say so before asking the cluster
     served: list[str] | None = None
     source = "offline defaults"
     if not offline:
@@ -133,7 +135,7 @@ def render_manifests(
             say(f"    cluster not reachable, rendering for a current Kubernetes ({error.message})")
             source = "offline defaults: the cluster did not answer"
     api_versions = render.select_api_versions(served)
-    rendered = render.render(config, tfartifacts.load(config.artifacts_path), api_versions, replicas)
+    rendered = render.render(config, recorded, api_versions, replicas)
     out_dir = render.output_dir(config)
     render.write(rendered, out_dir)
     return RenderResult(files=list(rendered), out_dir=str(out_dir), api_versions=api_versions, source=source)
@@ -154,10 +156,10 @@ def deploy(
     replicas = kube.replicas if replicas is None else replicas
     started = clock()
     artifacts = tfartifacts.load(config.artifacts_path)
+    image = artifacts.image("serving").pinned_ref
     api_versions = render.select_api_versions(served_api_versions(config, run))
     rendered = render.render(config, artifacts, api_versions, replicas)
     render.write(rendered, render.output_dir(config))
-    image = artifacts.image("serving").pinned_ref
 
     with step(f"Deploying {replicas} replicas of {image} to {kube.namespace}/{kube.app}") as progress:
         _apply(config, run, rendered[render.NAMESPACE_FILE], progress)

@@ -54,6 +54,8 @@ def e2e_config(root: Path, name: str) -> tfconfig.Config:
         "models": [{"name": MODEL, "exporter": MODEL}],
         "registry.auth": False,
         "kubernetes.namespace": NAMESPACE,
+        # Small requests: other namespaces share the 2-core node, and a surge pod must still fit.
+        "kubernetes.resources.cpu_request": "100m",
     }
     return tfconfig.load(REPO / tfconfig.CONFIG_FILE_NAME, overrides=overrides)
 

@@ -255,3 +255,15 @@ def test_diagnose_ignores_pods_that_are_just_starting():
     problem = deploy.diagnose([pod("p", "h", waiting={"reason": "CreateContainerConfigError",
                                                       "message": 'configmap "x" not found'})])
     assert problem is not None and problem.kind == "config" and 'configmap "x" not found' in problem.detail
+
+
+def test_render_asks_the_cluster_and_falls_back_to_current_api_versions(cfg):
+    from_cluster = deploy.render_manifests(cfg, kubectl=FakeKubectl(before=None, watch_states=[[]]))
+    assert (from_cluster.source, from_cluster.api_versions.pdb) == ("from the cluster", "policy/v1beta1")
+
+    def unreachable(config, *args, input=None, check=True):
+        raise KubernetesError("the connection to the server 127.0.0.1:6443 was refused")
+
+    offline = deploy.render_manifests(cfg, kubectl=unreachable)
+    assert offline.source.startswith("offline defaults") and offline.api_versions.pdb == "policy/v1"
+    assert (cfg.build_path / "k8s" / "30-pdb.yaml").read_text().startswith("apiVersion: policy/v1\n")
