@@ -1,0 +1,247 @@
+"""`push` for real: tiny images (docker import of a small tarball) pushed to real local registries on free ports."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import socket
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from tfship import artifacts, engine, push, registry
+from tfship.artifacts import Artifacts, ImageArtifact
+from tfship.config import Config, RegistryConfig
+from tfship.errors import RegistryError, TfshipError
+
+pytestmark = pytest.mark.integration
+
+USERNAME = "pusher"
+PASSWORD = "tfship-test-" + secrets.token_hex(12)
+DOCKERD_LOG = engine.dockerd_log()  # before the tests point TFSHIP_STATE_DIR elsewhere
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    engine.ensure_engine()
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory, docker_client):
+    """An insecure and a TLS + htpasswd registry; the latter's credentials came from the environment at start,
+    so nothing is stored and a push without them in the environment has none."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TFSHIP_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        patch.setenv(registry.USERNAME_ENV, USERNAME)
+        patch.setenv(registry.PASSWORD_ENV, PASSWORD)
+        base = RegistryConfig(url=f"127.0.0.1:{free_port()}", auth_url=f"127.0.0.1:{free_port()}")
+        config = Config(root=tmp_path_factory.mktemp("project"), registry=base)
+        try:
+            registry.up(config, auth=False)
+            registry.up(config, auth=True)
+            patch.delenv(registry.USERNAME_ENV)
+            patch.delenv(registry.PASSWORD_ENV)
+            yield base
+        finally:
+            registry.down(config, purge=True)
+
+
+@pytest.fixture
+def project(tmp_path, registries, monkeypatch):
+    monkeypatch.delenv(registry.USERNAME_ENV, raising=False)
+    monkeypatch.delenv(registry.PASSWORD_ENV, raising=False)
+    return Config(root=tmp_path, registry=RegistryConfig(url=registries.url, auth_url=registries.auth_url))
+
+
+@pytest.fixture
+def make_image(docker_client):
+    """Build tiny one-layer images with unique content; removes them (and their registry tags) afterwards."""
+    made: list[str] = []
+
+    def make(role: str = "serving", size: int = 4096) -> ImageArtifact:
+        payload = io.BytesIO()
+        with tarfile.open(fileobj=payload, mode="w") as tar:
+            data = os.urandom(size)
+            entry = tarfile.TarInfo("payload.bin")
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+        name = f"tfship-pushtest-{secrets.token_hex(4)}"
+        docker_client.api.import_image_from_data(payload.getvalue(), repository=name, tag="t1")
+        image = docker_client.images.get(f"{name}:t1")
+        made.append(image.id)
+        return ImageArtifact(role=role, name=name, tag="t1", image_id=image.id)
+
+    yield make
+    for image_id in made:
+        try:
+            docker_client.images.remove(image_id, force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def record(config: Config, *images: ImageArtifact) -> None:
+    artifacts.save(config.artifacts_path, Artifacts(images={image.role: image for image in images}))
+
+
+def api_for(config: Config, creds=None) -> registry.RegistryClient:
+    return registry.RegistryClient(registry.resolve(config), creds)
+
+
+def remove_everywhere(client, image_id: str) -> None:
+    client.images.remove(image_id, force=True)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(image_id)
+
+
+def test_insecure_push_records_digests_and_pulls_back_by_digest(project, make_image, docker_client):
+    serving, devel = make_image("serving"), make_image("devel")
+    record(project, serving, devel)
+    report = push.push_images(project)
+
+    assert [image.skipped for image in report.images] == [False, False]
+    on_disk = artifacts.load(project.artifacts_path)
+    assert on_disk.registry == project.registry.url and on_disk.registry_auth is False
+    for role, built in (("serving", serving), ("devel", devel)):
+        pushed = on_disk.image(role)
+        assert pushed.repository == f"{project.registry.url}/tfship/{built.name}"
+        assert pushed.digest.startswith("sha256:")
+        assert api_for(project).manifest_digest(f"tfship/{built.name}", built.tag) == pushed.digest
+    pinned = on_disk.image("serving").pinned_ref
+    remove_everywhere(docker_client, serving.image_id)
+    docker_client.api.pull(pinned.split("@")[0], tag=pinned.split("@")[1])
+    assert docker_client.images.get(pinned).id == serving.image_id
+
+
+def test_a_second_push_is_skipped_when_the_registry_has_the_digest(project, make_image):
+    image = make_image()
+    record(project, image)
+    first = push.push_images(project).images[0]
+    second = push.push_images(project).images[0]
+    assert not first.skipped and first.stream.layers_pushed == 1
+    assert second.skipped and second.digest == first.digest
+    assert artifacts.load(project.artifacts_path).image("serving").digest == first.digest
+
+
+def test_push_before_build_names_the_missing_image_and_pushes_nothing(project, make_image):
+    built = make_image("devel")
+    missing = ImageArtifact(role="serving", name="tfship-pushtest-never-built", tag="t1", image_id="sha256:00")
+    record(project, built, missing)
+    before = project.artifacts_path.read_bytes()
+    with pytest.raises(TfshipError, match="tfship-pushtest-never-built:t1 is not in the Docker engine") as caught:
+        push.push(project)
+    assert "invoke build" in caught.value.hint
+    assert project.artifacts_path.read_bytes() == before
+    assert api_for(project).manifest_digest(f"tfship/{built.name}", built.tag) is None
+
+
+def test_registry_restarted_between_pushes_keeps_its_data(project, make_image):
+    first, second = make_image("serving"), make_image("devel")
+    record(project, first)
+    pushed = push.push(project).image("serving").digest
+    registry.down(project, auth=False)
+    with pytest.raises(RegistryError, match="unreachable"):
+        push.push(project)
+    registry.up(project, auth=False)
+    assert api_for(project).manifest_digest(f"tfship/{first.name}", first.tag) == pushed
+    record(project, first, second)
+    report = push.push_images(project)
+    assert {image.role: image.skipped for image in report.images} == {"devel": False, "serving": True}
+
+
+class ArgvWatcher:
+    """Scans every process's argv in the background for a secret, until stopped (at most `limit` seconds)."""
+
+    def __init__(self, secret: str, limit: float = 300.0):
+        self.secret = secret.encode()
+        self.limit = limit
+        self.hits: list[str] = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ArgvWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    argv = cmdline.read_bytes()
+                except OSError:
+                    continue
+                if self.secret in argv:
+                    self.hits.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+            self.scans += 1
+            self._stop.wait(0.02)
+
+
+def test_authenticated_push_needs_the_right_password_and_never_leaks_it(
+    project, make_image, docker_client, monkeypatch, capfd
+):
+    project.registry.auth = True
+    image = make_image()
+    record(project, image)
+    before = project.artifacts_path.read_bytes()
+    docker_config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    docker_config_before = docker_config.read_bytes() if docker_config.exists() else None
+
+    with ArgvWatcher(PASSWORD) as watcher:
+        with pytest.raises(RegistryError, match="401: no basic auth credentials"):
+            push.push(project)
+        assert project.artifacts_path.read_bytes() == before
+
+        monkeypatch.setenv(registry.USERNAME_ENV, USERNAME)
+        monkeypatch.setenv(registry.PASSWORD_ENV, PASSWORD + "-wrong")
+        with pytest.raises(RegistryError, match=f"refused the password of user '{USERNAME}'"):
+            push.push(project)
+        info = registry.resolve(project)
+        with pytest.raises(RegistryError, match="refused the password"):  # the engine's login, not only ours
+            push._engine_login(docker_client, info, (USERNAME, PASSWORD + "-wrong"))
+        assert project.artifacts_path.read_bytes() == before
+
+        monkeypatch.setenv(registry.PASSWORD_ENV, PASSWORD)
+        pushed = push.push(project)
+        pinned = pushed.image("serving").pinned_ref
+        assert pushed.registry == project.registry.auth_url and pushed.registry_auth is True
+        remove_everywhere(docker_client, image.image_id)
+        docker_client.api.pull(pinned.split("@")[0], tag=pinned.split("@")[1],
+                               auth_config={"username": USERNAME, "password": PASSWORD})
+        assert docker_client.images.get(pinned).id == image.image_id
+
+    assert watcher.scans > 0 and watcher.hits == []
+    output = capfd.readouterr()
+    site = registry.LocalSite(project.registry.auth_url, auth=True)
+    leaks = {"stdout/stderr": PASSWORD in output.out + output.err,
+             "artifacts.json": PASSWORD.encode() in project.artifacts_path.read_bytes(),
+             "registry log": PASSWORD.encode() in site.log_file.read_bytes(),
+             "registry storage": any(PASSWORD.encode() in path.read_bytes()
+                                     for path in site.data_dir.rglob("*") if path.is_file()),
+             "image": PASSWORD.encode() in b"".join(docker_client.images.get(pinned).save())}
+    if DOCKERD_LOG.exists():
+        leaks["dockerd log"] = PASSWORD.encode() in DOCKERD_LOG.read_bytes()
+    assert not any(leaks.values()), leaks
+    after = docker_config.read_bytes() if docker_config.exists() else None
+    assert after == docker_config_before, "push wrote credentials to the Docker config"
+    assert json.loads(project.artifacts_path.read_text())["images"]["serving"]["digest"] == pinned.split("@")[1]
