@@ -1,0 +1,315 @@
+"""Servables: model versions loaded once from /base_path/<version>/, chosen by version policy, hot-swapped.
+
+A request takes a reference to one ModelVersion and keeps it to the end, so a version unloaded by the poller
+finishes its in-flight requests; new versions are loaded before old ones are dropped (availability preserving).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfship.server.status import ServingError, code_from_number, invalid_argument, not_found
+
+log = logging.getLogger("tfship.server")
+
+DEFAULT_SIGNATURE = "serving_default"
+_HIDDEN_SIGNATURES = {"__saved_model_init_op"}
+
+
+class VersionState:
+    """ModelVersionStatus.State names, as GetModelStatus reports them."""
+
+    START = "START"
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+@dataclass
+class VersionStatus:
+    version: int
+    state: str
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    dtype: tf.DType
+
+
+class Signature:
+    """One SignatureDef of a loaded version and the concrete function that runs it (built once, at load)."""
+
+    def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable[..., Any]):
+        self.name = name
+        self.definition = definition
+        self.method_name = definition.method_name
+        self.function = function
+        self.inputs = {alias: InputSpec(tf.dtypes.as_dtype(info.dtype)) for alias, info in definition.inputs.items()}
+        self.output_aliases = sorted(definition.outputs)
+
+    def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        unknown = sorted(set(inputs) - set(self.inputs))
+        if unknown:
+            raise invalid_argument(
+                f"input tensor alias not found in signature: {unknown[0]}. "
+                f"Inputs expected to be in the set {{{','.join(sorted(self.inputs))}}}."
+            )
+        if len(inputs) != len(self.inputs):
+            raise invalid_argument(
+                f"input size does not match signature: {len(inputs)}!={len(self.inputs)} len({{"
+                f"{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(self.inputs))}}}). "
+                f"Sent extra: {{}}. Missing but required: {{{','.join(sorted(set(self.inputs) - set(inputs)))}}}."
+            )
+        for alias in output_filter:
+            if alias not in self.definition.outputs:
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
+                    f"{{{','.join(self.output_aliases)}}}."
+                )
+        tensors = {}
+        for alias, array in inputs.items():
+            expected = self.inputs[alias].dtype
+            given = tf.dtypes.as_dtype(tf.string if array.dtype == object or array.dtype.kind in "SU" else array.dtype)
+            if given != expected:
+                raise invalid_argument(f"Expects arg[{alias}] to be {expected.name} but {given.name} is provided")
+            tensors[alias] = tf.constant(array, dtype=expected)
+        try:
+            outputs = self.function(**tensors)
+        except tf.errors.OpError as error:
+            raise ServingError(code_from_number(error.error_code), error.message.split("\n")[0])
+        except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
+            raise invalid_argument(str(error).split("\n")[0])
+        wanted = output_filter or self.output_aliases
+        return {alias: outputs[alias].numpy() for alias in wanted}
+
+
+class ModelVersion:
+    """A loaded SavedModel version: its signatures ready to run and its SignatureDefs for metadata."""
+
+    def __init__(self, model_name: str, version: int, path: str):
+        self.model_name = model_name
+        self.version = version
+        self.path = path
+        meta_graph = _serving_meta_graph(path)
+        self._loaded = tf.saved_model.load(path, tags=["serve"])  # kept alive: signatures reference its variables
+        available = self._loaded.signatures
+        self.signatures: dict[str, Signature] = {}
+        for name, definition in meta_graph.signature_def.items():
+            if name in _HIDDEN_SIGNATURES or name not in available:
+                continue
+            self.signatures[name] = Signature(name, definition, available[name])
+
+    def signature(self, name: str) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        found = self.signatures.get(name)
+        if found is None:
+            raise invalid_argument(f"Serving signature key \"{name}\" not found.")
+        return found
+
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        result = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in self.signatures.items():
+            result.signature_def[name].CopyFrom(signature.definition)
+        return result
+
+
+def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
+    pb_path = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        with open(pb_path, "rb") as handle:
+            saved_model.ParseFromString(handle.read())
+    except FileNotFoundError:
+        raise RuntimeError(f"{pb_path} does not exist: not a SavedModel directory")
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file
+        raise RuntimeError(f"{pb_path} is not a SavedModel: {error}")
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise RuntimeError(f"{pb_path} has no MetaGraph tagged 'serve'")
+
+
+def versions_on_disk(base_path: str) -> dict[int, str]:
+    """Integer-named subdirectories of base_path (others are ignored, as TF Serving does)."""
+    try:
+        entries = os.listdir(base_path)
+    except OSError:
+        return {}
+    found: dict[int, str] = {}
+    for entry in entries:
+        if entry.isdigit() and os.path.isdir(os.path.join(base_path, entry)):
+            found[int(entry)] = os.path.join(base_path, entry)
+    return found
+
+
+def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: Sequence[int]) -> set[int]:
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    ordered = sorted(on_disk, reverse=True)
+    if kind == "all":
+        return set(ordered)
+    if kind == "specific":
+        return set(policy.specific.versions) & set(ordered)
+    count = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions > 0 else 1
+    return set(ordered[:count])
+
+
+@dataclass
+class ManagedModel:
+    config: model_server_config_pb2.ModelConfig
+    available: dict[int, ModelVersion] = field(default_factory=dict)  # replaced, never mutated: lock-free reads
+    statuses: dict[int, VersionStatus] = field(default_factory=dict)
+    failed_paths: set[str] = field(default_factory=set)
+
+    @property
+    def labels(self) -> Mapping[str, int]:
+        return self.config.version_labels
+
+
+class ModelManager:
+    """Loads, serves and unloads versions of the configured models."""
+
+    def __init__(self, allow_labels_for_unavailable: bool = False):
+        self._models: dict[str, ManagedModel] = {}
+        self._sync_lock = threading.Lock()
+        self._allow_labels_for_unavailable = allow_labels_for_unavailable
+        self.on_change: Callable[[], None] = lambda: None
+
+    # --- configuration and polling ---
+
+    def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Serve exactly the models of config (new ones loaded now, dropped ones unloaded), then check labels."""
+        with self._sync_lock:
+            wanted = {model.name: model for model in config.model_config_list.config}
+            models = dict(self._models)
+            for name in list(models):
+                if name not in wanted:
+                    self._unload_all(models.pop(name))
+            for name, model_config in wanted.items():
+                if name in models:
+                    models[name].config = model_config
+                else:
+                    models[name] = ManagedModel(config=model_config)
+            self._models = models
+            for managed in models.values():
+                self._sync_model(managed)
+            self._check_labels()
+        self.on_change()
+
+    def poll(self) -> None:
+        """Look at every base path once: load new aspired versions, unload the ones no longer aspired."""
+        with self._sync_lock:
+            for managed in list(self._models.values()):
+                self._sync_model(managed)
+        self.on_change()
+
+    def _check_labels(self) -> None:
+        for name, managed in self._models.items():
+            for label, version in managed.labels.items():
+                if version not in managed.available and not self._allow_labels_for_unavailable:
+                    raise ServingError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model {name}, "
+                        "which is not currently available for inference",
+                    )
+
+    def _sync_model(self, managed: ManagedModel) -> None:
+        name = managed.config.name
+        on_disk = versions_on_disk(managed.config.base_path)
+        if not on_disk:
+            log.warning("No versions of servable %s found under base path %s", name, managed.config.base_path)
+        aspired = aspired_versions(managed.config, list(on_disk))
+        managed.failed_paths &= set(on_disk.values())  # a version removed and put back gets a fresh try
+        available = dict(managed.available)
+        for version in sorted(aspired - set(available)):
+            path = on_disk[version]
+            if path in managed.failed_paths:
+                continue
+            managed.statuses[version] = VersionStatus(version, VersionState.LOADING)
+            started = time.monotonic()
+            try:
+                available[version] = ModelVersion(name, version, path)
+            except Exception as error:  # noqa: BLE001 - a bad version must not take down the others
+                message = f"Failed to load servable version {version} of {name} from {path}: {error}"
+                log.error("%s", message.split("\n")[0])
+                managed.failed_paths.add(path)
+                managed.statuses[version] = VersionStatus(
+                    version, VersionState.END, grpc.StatusCode.UNKNOWN, message.split("\n")[0]
+                )
+                continue
+            log.info("Successfully loaded servable version {name: %s version: %d} in %.2fs",
+                     name, version, time.monotonic() - started)
+            managed.statuses[version] = VersionStatus(version, VersionState.AVAILABLE)
+        # Keep serving what we have when every aspired version failed, rather than serve nothing.
+        if aspired & set(available):
+            for version in sorted(set(available) - aspired):
+                del available[version]
+                managed.statuses[version] = VersionStatus(version, VersionState.END)
+                log.info("Unloaded servable version {name: %s version: %d}", name, version)
+        managed.available = available
+
+    def _unload_all(self, managed: ManagedModel) -> None:
+        managed.available = {}
+
+    # --- lookups used by requests ---
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def has_available(self, name: str) -> bool:
+        managed = self._models.get(name)
+        return bool(managed and managed.available)
+
+    def initial_failures(self) -> list[str]:
+        """Messages of models that have no available version and at least one failed one."""
+        failures = []
+        for name, managed in self._models.items():
+            if not managed.available:
+                errors = [s.error_message for s in managed.statuses.values() if s.error_code != grpc.StatusCode.OK]
+                if errors:
+                    failures.append(errors[-1])
+        return failures
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ModelVersion:
+        managed = self._models.get(name)
+        if label:
+            if managed is None or label not in managed.labels:
+                raise invalid_argument(f"Unrecognized servable version label: {label}")
+            version = managed.labels[label]
+        if managed is not None:
+            available = managed.available
+            if version is None and available:
+                return available[max(available)]
+            if version is not None and version in available:
+                return available[version]
+        request = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+        raise not_found(f"Servable not found for request: {request}")
+
+    def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+        managed = self._models.get(name)
+        if managed is None or not managed.statuses:
+            raise not_found(f"Could not find any versions of model {name}")
+        if label:
+            if label not in managed.labels:
+                raise invalid_argument(f"Unrecognized servable version label: {label}")
+            version = managed.labels[label]
+        if version is None:
+            return [managed.statuses[v] for v in sorted(managed.statuses, reverse=True)]
+        if version not in managed.statuses:
+            raise not_found(f"Could not find version {version} of model {name}")
+        return [managed.statuses[version]]

@@ -1,0 +1,97 @@
+"""Tiny SavedModels built with tf.Module in a temp dir, so server tests need no exporter code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+
+class _Linear(tf.Module):
+    """y = scale * x + offset, with predict, classify and regress signatures like TF Serving's test models."""
+
+    def __init__(self, scale: float, offset: float):
+        super().__init__()
+        self.scale = tf.Variable(scale)
+        self.offset = tf.Variable(offset)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": self.scale * x + self.offset}
+
+    def _x_from_examples(self, serialized):
+        parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})
+        return parsed["x"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        y = self.scale * self._x_from_examples(inputs) + self.offset
+        batch = tf.shape(y)[0]
+        return {"classes": tf.tile(tf.constant([["low", "high"]]), [batch, 1]),
+                "scores": tf.concat([1.0 - y, y], axis=1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs):
+        return {"outputs": self.scale * self._x_from_examples(inputs) + self.offset}
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="iterations")])
+    def busy(self, iterations):
+        """Spins for `iterations` loop steps: a request that stays in flight long enough to test draining."""
+        _, total = tf.while_loop(lambda i, acc: i < iterations,
+                                 lambda i, acc: (i + 1, acc * 0.5 + 1.0),
+                                 (tf.constant(0), tf.constant(0.0)))
+        return {"total": total}
+
+
+def save_linear_model(base_path: str, version: int, scale: float, offset: float) -> str:
+    """Write version `version` of a linear model under base_path atomically (built aside, then renamed)."""
+    module = _Linear(scale, offset)
+    signatures = {
+        "serving_default": module.predict,
+        "classify_x": module.classify.get_concrete_function(),
+        "regress_x": module.regress.get_concrete_function(),
+        "busy": module.busy,
+    }
+    os.makedirs(base_path, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=base_path, prefix=".staging-")
+    tf.saved_model.save(module, staging, signatures=signatures)
+    _set_method_names(staging, {"classify_x": "tensorflow/serving/classify", "regress_x": "tensorflow/serving/regress"})
+    target = os.path.join(base_path, str(version))
+    os.rename(staging, target)
+    return target
+
+
+def _set_method_names(path: str, method_names: dict[str, str]) -> None:
+    """tf.saved_model.save marks every signature 'predict'; TF Serving needs classify/regress method names."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb_path = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(pb_path, "rb") as handle:
+        saved_model.ParseFromString(handle.read())
+    for meta_graph in saved_model.meta_graphs:
+        for name, method in method_names.items():
+            meta_graph.signature_def[name].method_name = method
+    with open(pb_path, "wb") as handle:
+        handle.write(saved_model.SerializeToString())
+
+
+def save_broken_version(base_path: str, version: int) -> str:
+    """A version directory whose saved_model.pb is garbage: it must fail to load without harming others."""
+    target = os.path.join(base_path, str(version))
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, "saved_model.pb"), "wb") as handle:
+        handle.write(b"this is not a SavedModel")
+    return target
+
+
+def copy_version(source_version_dir: str, base_path: str, version: int) -> str:
+    os.makedirs(base_path, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=base_path, prefix=".staging-")
+    shutil.rmtree(staging)
+    shutil.copytree(source_version_dir, staging)
+    target = os.path.join(base_path, str(version))
+    os.rename(staging, target)
+    return target
