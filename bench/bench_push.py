@@ -1,0 +1,118 @@
+"""Push figures: a full push, then a push after a model-only change (only the last layer differs).
+
+Runs its own insecure registry on a free port with a throw-away state dir (never touches 127.0.0.1:5000), builds
+small stand-in images (a random-data "base" layer, then a "model" layer on top) and prints, for each push, the time,
+the layers and bytes sent, and the new layers' bytes against the image's total as the registry's manifest states.
+
+    .venv/bin/python bench/bench_push.py [--base-mb 64] [--model-mb 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import secrets
+import socket
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from tfship import artifacts, engine, push, registry
+from tfship.artifacts import Artifacts, ImageArtifact
+from tfship.config import Config, RegistryConfig
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def model_image(client, base: str, name: str, model_bytes: int) -> str:
+    dockerfile = f"FROM {base}\nCOPY model.bin /models/model.bin\n".encode()
+    context = tar_of({"Dockerfile": dockerfile, "model.bin": os.urandom(model_bytes)})
+    image, _ = client.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=f"{name}:latest", rm=True)
+    return image.id
+
+
+def timed_push(config: Config, name: str, image_id: str) -> tuple[push.ImagePush, float]:
+    artifacts.save(config.artifacts_path,
+                   Artifacts(images={"serving": ImageArtifact(role="serving", name=name, tag="latest", image_id=image_id)}))
+    started = time.monotonic()
+    report = push.push_images(config)
+    return report.images[0], time.monotonic() - started
+
+
+def layer_sizes(config: Config, name: str) -> list[tuple[str, int]]:
+    api = registry.RegistryClient(registry.resolve(config), None)
+    manifest = api.manifest(f"{config.registry.repository}/{name}", "latest")
+    return [(layer["digest"], layer["size"]) for layer in manifest["layers"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-mb", type=int, default=64)
+    parser.add_argument("--model-mb", type=int, default=4)
+    args = parser.parse_args()
+
+    engine.ensure_engine()
+    client = docker.from_env(timeout=600)
+    work = tempfile.mkdtemp(prefix="tfship-bench-push-")
+    os.environ["TFSHIP_STATE_DIR"] = os.path.join(work, "state")
+    config = Config(root=Path(work), registry=RegistryConfig(url=f"127.0.0.1:{free_port()}"))
+    suffix = secrets.token_hex(3)
+    base, first, second = (f"tfship-benchpush-{part}-{suffix}" for part in ("base", "v1", "v2"))
+    made: list[str] = []
+    try:
+        registry.up(config)
+        client.api.import_image_from_data(tar_of({"base.bin": os.urandom(args.base_mb * 2**20)}),
+                                          repository=base, tag="latest")
+        made.append(client.images.get(f"{base}:latest").id)
+        made.append(model_image(client, f"{base}:latest", first, args.model_mb * 2**20))
+        made.append(model_image(client, f"{base}:latest", second, args.model_mb * 2**20))
+
+        print(f"images: base layer {args.base_mb} MiB of random data, model layer {args.model_mb} MiB")
+        for label, name, image_id in (("first push (base + model v1)", first, made[1]),
+                                      ("model-only change (model v2)", second, made[2]),
+                                      ("no change (model v2 again)", second, made[2])):
+            result, seconds = timed_push(config, name, image_id)
+            layers = layer_sizes(config, name)
+            total = sum(size for _, size in layers)
+            print(f"{label}: {seconds:.2f}s, "
+                  + ("skipped (registry already holds the digest)" if result.skipped else
+                     f"{result.stream.layers_pushed} layers pushed ({result.stream.bytes_pushed / 2**20:.1f} MiB "
+                     f"sent per the push stream), {result.stream.layers_existing} already there")
+                  + f"; image {len(layers)} layers, {total / 2**20:.1f} MiB compressed")
+        v1_layers = dict(layer_sizes(config, first))
+        v2_layers = layer_sizes(config, second)
+        new = sum(size for digest, size in v2_layers if digest not in v1_layers)
+        total = sum(size for _, size in v2_layers)
+        print(f"model-only change: new layer bytes {new / 2**20:.2f} MiB of {total / 2**20:.2f} MiB "
+              f"({100 * new / total:.1f}% of the image); model file {args.model_mb} MiB")
+    finally:
+        for image_id in reversed(made):
+            try:
+                client.images.remove(image_id, force=True)
+            except docker.errors.APIError:
+                pass
+        registry.down(config, purge=True)
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
