@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "tfship-e2e-deploy"
+AUTH_NAMESPACE = "tfship-e2e-deploy-auth"
 MODEL = "half_plus_two"
 BROKEN_IMAGE = "tfship-e2e-deploy-broken"
 # half_plus_two: y = 0.5·x + 2
@@ -46,14 +47,14 @@ class App:
         return self.artifacts.image("serving").digest
 
 
-def e2e_config(root: Path, name: str) -> tfconfig.Config:
+def e2e_config(root: Path, name: str, *, auth: bool = False, namespace: str = NAMESPACE) -> tfconfig.Config:
     """The project's config, with private build/model folders, one model and the test's own namespace."""
     overrides = {
         "build_dir": str(root / name / "build"),
         "models_dir": str(root / "models"),
         "models": [{"name": MODEL, "exporter": MODEL}],
-        "registry.auth": False,
-        "kubernetes.namespace": NAMESPACE,
+        "registry.auth": auth,
+        "kubernetes.namespace": namespace,
         # Small requests: other namespaces share the 2-core node, and a surge pod must still fit.
         "kubernetes.resources.cpu_request": "100m",
     }
@@ -103,19 +104,57 @@ def broken_app(good_app, workdir) -> App:
         client.close()
 
 
+@pytest.fixture(scope="module")
+def auth_app(good_app, workdir) -> App:
+    """The same serving image, pushed to the local TLS + htpasswd registry."""
+    config = e2e_config(workdir, "auth", auth=True, namespace=AUTH_NAMESPACE)
+    registry.up(config)
+    good = good_app.artifacts.image("serving")
+    unpushed = ImageArtifact(role="serving", name=good.name, tag=good.tag, image_id=good.image_id, user=good.user,
+                             runtime=good.runtime)
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": unpushed}, models=good_app.artifacts.models))
+    app = App(config, push.push(config))
+    assert app.artifacts.registry_auth
+    return app
+
+
 @pytest.fixture(scope="module", autouse=True)
-def remove_namespace_afterwards(cluster):
+def remove_namespaces_afterwards(cluster):
     yield
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
+    for namespace in (NAMESPACE, AUTH_NAMESPACE):
+        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
 
 
-def deployment(cluster) -> dict:
-    return json.loads(cluster.kubectl("get", "deployment", "tfship-serving", "-n", NAMESPACE, "-o", "json").stdout)
+def forget_registry_references(app: App) -> None:
+    """Untag the registry references in the engine the node uses, so the next pod must pull from the registry
+    (the layers stay, under the image's local name)."""
+    image = app.artifacts.image("serving")
+    client = docker.from_env(timeout=60)
+    try:
+        for reference in (f"{image.repository}:{image.tag}", image.pinned_ref):
+            try:
+                client.images.remove(reference)
+            except docker.errors.ImageNotFound:
+                pass
+    finally:
+        client.close()
+
+
+def pulled_from_the_registry(cluster, app: App, pods: list[dict]) -> bool:
+    """The kubelet's events say these pods' image was pulled, not found already present."""
+    names = {pod["metadata"]["name"] for pod in pods}
+    events = json.loads(cluster.kubectl("get", "events", "-n", app.config.kubernetes.namespace, "-o", "json").stdout)
+    return any(event["involvedObject"]["name"] in names and event.get("reason") == "Pulled"
+               and "Successfully pulled" in event.get("message", "") for event in events["items"])
+
+
+def deployment(cluster, namespace: str = NAMESPACE) -> dict:
+    return json.loads(cluster.kubectl("get", "deployment", "tfship-serving", "-n", namespace, "-o", "json").stdout)
 
 
 def running_pods(cluster, config) -> list[dict]:
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", render.selector(config),
-                                      "-o", "json").stdout)["items"]
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", config.kubernetes.namespace, "-l",
+                                      render.selector(config), "-o", "json").stdout)["items"]
     return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
 
 
@@ -123,8 +162,8 @@ def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
 
 
-def predict_through_port_forward(cluster, pod: str) -> list:
-    forward = PortForward(cluster.kubectl_argv(), NAMESPACE, pod, [8501]).start()
+def predict_through_port_forward(cluster, namespace: str, pod: str) -> list:
+    forward = PortForward(cluster.kubectl_argv(), namespace, pod, [8501]).start()
     try:
         response = requests.post(f"http://127.0.0.1:{forward.ports[8501]}/v1/models/{MODEL}:predict",
                                  json={"instances": INSTANCES}, timeout=30)
@@ -142,7 +181,7 @@ def assert_serving(cluster, app: App, replicas: int) -> None:
     for pod in pods:
         assert pod["spec"]["containers"][0]["image"].endswith("@" + app.digest)
         assert pod["status"]["containerStatuses"][0]["imageID"].endswith(app.digest)
-    assert predict_through_port_forward(cluster, pods[0]["metadata"]["name"]) == EXPECTED
+    assert predict_through_port_forward(cluster, app.config.kubernetes.namespace, pods[0]["metadata"]["name"]) == EXPECTED
 
 
 def test_rendered_manifests_pass_server_side_dry_run(cluster, good_app):
@@ -159,9 +198,12 @@ def test_rendered_manifests_pass_server_side_dry_run(cluster, good_app):
 
 
 def test_three_replicas_become_ready_from_the_insecure_registry(cluster, good_app):
+    deploy.destroy(good_app.config)
+    forget_registry_references(good_app)
     result = deploy.deploy(good_app.config, 3)
     assert (result.ready, result.replicas, result.digest) == (3, 3, good_app.digest)
     assert_serving(cluster, good_app, 3)
+    assert pulled_from_the_registry(cluster, good_app, running_pods(cluster, good_app.config))
     status = deploy.status(good_app.config)
     assert (status.ready, status.replicas, len(status.pods)) == (3, 3, 3)
     assert json.loads(status.models) == {MODEL: good_app.artifacts.models[MODEL]}
@@ -226,3 +268,46 @@ def test_destroy_removes_the_app(cluster, good_app):
     assert left == []
     with pytest.raises(KubernetesError, match="not deployed"):
         deploy.status(good_app.config)
+
+
+def node_has_credentials_for(registry_address: str) -> bool:
+    """The kubelet also pulls with root's ~/.docker/config.json (LAB.md §4): credentials there would hide a bad
+    pull secret."""
+    docker_config = Path.home() / ".docker" / "config.json"
+    if not docker_config.is_file():
+        return False
+    return registry_address in json.loads(docker_config.read_text() or "{}").get("auths", {})
+
+
+def test_three_replicas_pull_from_the_authenticated_registry_with_the_pull_secret(cluster, auth_app):
+    assert not node_has_credentials_for(auth_app.artifacts.registry), "remove them: docker logout REGISTRY"
+    deploy.destroy(auth_app.config)
+    forget_registry_references(auth_app)
+
+    result = deploy.deploy(auth_app.config, 3)
+
+    assert (result.ready, result.digest) == (3, auth_app.digest)
+    secret = json.loads(cluster.kubectl("get", "secret", auth_app.config.kubernetes.pull_secret_name,
+                                        "-n", AUTH_NAMESPACE, "-o", "json").stdout)
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert_serving(cluster, auth_app, 3)
+    assert pulled_from_the_registry(cluster, auth_app, running_pods(cluster, auth_app.config))
+    rendered = "".join(path.read_text() for path in (auth_app.config.build_path / "k8s").iterdir())
+    assert "kind: Secret" not in rendered and secret["data"][".dockerconfigjson"] not in rendered
+
+
+def test_a_wrong_pull_secret_is_a_clear_pull_error(cluster, auth_app, monkeypatch):
+    assert not node_has_credentials_for(auth_app.artifacts.registry), "remove them: docker logout REGISTRY"
+    deploy.destroy(auth_app.config)
+    forget_registry_references(auth_app)
+    monkeypatch.setenv(registry.USERNAME_ENV, "tfship")
+    monkeypatch.setenv(registry.PASSWORD_ENV, "not-the-password")
+
+    with pytest.raises(KubernetesError) as failed:
+        deploy.deploy(auth_app.config, 1)
+
+    message = failed.value.message
+    assert "cannot pull its image" in message
+    assert any(word in message.lower() for word in ("unauthorized", "authentication required", "no basic auth"))
+    assert "no previous revision" in message
+    deploy.destroy(auth_app.config)
