@@ -516,9 +516,7 @@ def _explain(config: Config, run: Kubectl, problem: Problem) -> RolloutFailed:
             "(for an authenticated registry, that the pull secret's credentials are right)",
         )
     if problem.kind == "crash":
-        logs = run(config, "logs", problem.pod, "-c", problem.container, "-n", namespace, "--previous",
-                   f"--tail={LOG_LINES}", REQUEST_TIMEOUT, check=False)
-        lines = [line.strip() for line in (logs.stdout or "").splitlines() if line.strip()]
+        lines = _last_log_lines(config, run, problem.pod, problem.container)
         return RolloutFailed(
             f"{where} keeps crashing, {problem.detail}; its last log lines: " + " | ".join(lines[-6:] or ["(none)"]),
             f"fix the image (full log: kubectl logs {problem.pod} -n {namespace} --previous)",
@@ -529,6 +527,17 @@ def _explain(config: Config, run: Kubectl, problem: Problem) -> RolloutFailed:
             "lower kubernetes.resources requests or --replicas, or free capacity on the nodes",
         )
     return RolloutFailed(f"{where} cannot start: {problem.detail}", f"see: kubectl describe pod {problem.pod} -n {namespace}")
+
+
+def _last_log_lines(config: Config, run: Kubectl, pod: str, container: str) -> list[str]:
+    """The crashed container's last lines: the previous instance's, else (no restart recorded yet) the current's."""
+    for previous in (["--previous"], []):
+        logs = run(config, "logs", pod, "-c", container, "-n", config.kubernetes.namespace, *previous,
+                   f"--tail={LOG_LINES}", REQUEST_TIMEOUT, check=False)
+        lines = [line.strip() for line in (logs.stdout or "").splitlines() if line.strip()]
+        if getattr(logs, "returncode", 0) == 0 and lines:
+            return lines
+    return []
 
 
 def _pod_events(config: Config, run: Kubectl, pod: str) -> list[dict[str, Any]]:
