@@ -116,6 +116,7 @@ def build_image(
     buildargs: Mapping[str, str],
     on_line: Callable[[str], None],
     labels: Mapping[str, str] | None = None,
+    nocache: bool = False,
 ) -> str:
     """Build `ref` (legacy builder) from `dockerfile` and a context of `files` (name in context -> host path, a
     folder is added recursively); return the image id. The context is a temporary tar deleted afterwards, so
@@ -129,7 +130,7 @@ def build_image(
         with open(handle.name, "rb") as context, errors(f"building {ref}"):
             stream = api().build(
                 fileobj=context, custom_context=True, tag=ref, rm=True, forcerm=True, decode=True,
-                buildargs=dict(buildargs), labels=dict(labels or {}),
+                buildargs=dict(buildargs), labels=dict(labels or {}), nocache=nocache,
             )
             follow_stream(stream, f"building {ref}", on_line)
     finally:

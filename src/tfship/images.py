@@ -13,6 +13,7 @@ files (the CA bundle, pip.conf) are sent to builder stages only and never hashed
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -59,8 +60,9 @@ class ImagePlan:
     private_inputs: dict[str, str] = field(default_factory=dict)
     needs_pypi: bool = False
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
+        """Computed once: a plan describes one moment of its inputs (files may change while it builds)."""
         return content_tag(self.dockerfile, self.files, {**self.buildargs, **self.private_inputs}, self.parent_id)
 
     @property
@@ -145,12 +147,13 @@ def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
 
 
 def python_runtime_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
-    # The exporters are not needed to serve; the rest of the package is small and the server may import it.
+    # Only the server package (it imports nothing else of tfship), so other code changes leave serving images alone.
     return ImagePlan(
         name=f"{config.project}-runtime-python",
         dockerfile=DOCKERFILES / "Dockerfile.runtime-python",
         parent_id=tf_id,
-        files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship": SOURCE_DIR},
+        files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship/__init__.py": SOURCE_DIR / "__init__.py",
+               "src/tfship/server": SOURCE_DIR / "server"},
         buildargs={"TF_IMAGE": tf_ref},
     )
 
@@ -264,8 +267,9 @@ def validate_models(config: Config) -> None:
 # Building
 
 
-def ensure(plan: ImagePlan, config: Config, title: str) -> tuple[str, str, bool]:
-    """(ref, image id, built): build `plan` unless an image with its content tag exists."""
+def ensure(plan: ImagePlan, config: Config, title: str, nocache: bool = False) -> tuple[str, str, bool]:
+    """(ref, image id, built): build `plan` unless an image with its content tag exists (`nocache`: without the
+    engine's layer cache, as on a fresh machine)."""
     ref = plan.ref
     found = docker_client.image_id(ref)
     if found is not None:
@@ -277,11 +281,12 @@ def ensure(plan: ImagePlan, config: Config, title: str) -> tuple[str, str, bool]
         try:
             if build_only is not None:
                 files["build-only"] = build_only
-            image_id = docker_client.build_image(ref, plan.dockerfile, files, plan.buildargs, progress.update)
+            image_id = docker_client.build_image(ref, plan.dockerfile, files, plan.buildargs, progress.update,
+                                                 nocache=nocache)
         finally:
             if build_only is not None:
                 shutil.rmtree(build_only, ignore_errors=True)
-        progress.done(f"{ref} ({image_id[7:19]})")
+        progress.done(image_id[7:19])
     return ref, image_id, True
 
 
@@ -300,16 +305,16 @@ def _build_only_dir(config: Config) -> Path:
     return folder
 
 
-def ensure_tf_image(config: Config) -> tuple[str, str]:
-    ref, image_id, _ = ensure(tf_plan(config), config, "TensorFlow venv image")
+def ensure_tf_image(config: Config, nocache: bool = False) -> tuple[str, str]:
+    ref, image_id, _ = ensure(tf_plan(config), config, "TensorFlow venv image", nocache)
     return ref, image_id
 
 
-def ensure_devel_image(config: Config) -> ImageArtifact:
+def ensure_devel_image(config: Config, nocache: bool = False) -> ImageArtifact:
     """The devel image (TensorFlow, scikit-learn, tfship), built if its inputs changed; recorded in artifacts."""
-    tf_ref, tf_id = ensure_tf_image(config)
+    tf_ref, tf_id = ensure_tf_image(config, nocache)
     plan = devel_plan(config, tf_ref, tf_id)
-    _, image_id, _ = ensure(plan, config, "devel image")
+    _, image_id, _ = ensure(plan, config, "devel image", nocache)
     artifact = ImageArtifact(role="devel", name=plan.name, tag=plan.tag, image_id=image_id, user=config.images.user)
     _record(config, artifact)
     return artifact
@@ -339,7 +344,7 @@ def tfserving_image(config: Config) -> str:
     return f"tensorflow/serving:{config.serving.tfserving_version}{'-gpu' if config.serving.gpu else ''}"
 
 
-def ensure_serving_image(config: Config, runtime: str | None = None) -> ImageArtifact:
+def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bool = False) -> ImageArtifact:
     """The serving image with the models baked in; a newly built one is accepted only after every model answers
     a prediction, else it is removed and DockerError raised."""
     chosen = pick_runtime(config, runtime)
@@ -347,8 +352,9 @@ def ensure_serving_image(config: Config, runtime: str | None = None) -> ImageArt
         runtime_ref = tfserving_image(config)
         runtime_id = bases.ensure_upstream(runtime_ref, config)
     else:
-        tf_ref, tf_id = ensure_tf_image(config)
-        runtime_ref, runtime_id, _ = ensure(python_runtime_plan(config, tf_ref, tf_id), config, "python runtime image")
+        tf_ref, tf_id = ensure_tf_image(config, nocache)
+        runtime_ref, runtime_id, _ = ensure(python_runtime_plan(config, tf_ref, tf_id), config, "python runtime image",
+                                            nocache)
     staging = Path(tempfile.mkdtemp(prefix="tfship-models-"))
     try:
         served = stage_models(config, staging / "models")
@@ -359,11 +365,11 @@ def ensure_serving_image(config: Config, runtime: str | None = None) -> ImageArt
             say(f"serving image {ref}: up to date")
         else:
             validate_models(config)
-            labels = {REVISION_LABEL: git_revision(config.root), MODELS_LABEL: models_label(served)}
+            labels = {REVISION_LABEL: git_revision(config.root, PROJECT_ROOT), MODELS_LABEL: models_label(served)}
             with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
                 image_id = docker_client.build_image(ref, plan.dockerfile, plan.files, plan.buildargs,
-                                                     progress.update, labels=labels)
-                progress.done(f"{ref} ({image_id[7:19]})")
+                                                     progress.update, labels=labels, nocache=nocache)
+                progress.done(image_id[7:19])
             try:
                 accept_serving_image(ref, served)
             except BaseException:
@@ -377,7 +383,8 @@ def ensure_serving_image(config: Config, runtime: str | None = None) -> ImageArt
     return artifact
 
 
-def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = None) -> list[ImageArtifact]:
+def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = None,
+          nocache: bool = False) -> list[ImageArtifact]:
     """Build the requested images (devel, serving) where their inputs changed; return what is now current."""
     wanted = list(images)
     unknown = [role for role in wanted if role not in ROLES]
@@ -385,9 +392,9 @@ def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = N
         raise ConfigError(f"unknown image {unknown[0]!r}", "use devel, serving or all")
     built: list[ImageArtifact] = []
     if "devel" in wanted:
-        built.append(ensure_devel_image(config))
+        built.append(ensure_devel_image(config, nocache))
     if "serving" in wanted:
-        built.append(ensure_serving_image(config, runtime))
+        built.append(ensure_serving_image(config, runtime, nocache))
     return built
 
 
@@ -395,17 +402,20 @@ def models_label(served: Mapping[str, list[int]]) -> str:
     return ",".join(f"{name}:{'+'.join(map(str, versions))}" for name, versions in served.items())
 
 
-def git_revision(root: Path) -> str:
-    """The source commit (with -dirty when the work tree has changes), or 'unknown' outside git."""
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+def git_revision(*roots: Path) -> str:
+    """The source commit of the first root inside git (with -dirty when its tracked files changed), else 'unknown'."""
+    for root in roots:
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  timeout=10)
+            if head.returncode != 0:
+                continue
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10)
+            return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return "unknown"
 
 
 def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[int]] | None = None) -> None:
