@@ -89,6 +89,8 @@ class RegistryConfig:
     auth_url: str = "127.0.0.1:5443"
     # Image of the local registry where the engine can pull it; else Debian's docker-registry as a host process.
     image: str = "registry:2"
+    # How the local registry runs: container (registry.image), process (Debian's docker-registry), auto.
+    server: Literal["auto", "container", "process"] = "auto"
     # The local registry that `registry.up` manages; False means `url` is someone else's registry.
     local: bool = True
     # TLS + htpasswd for the local registry (registry.up --auth).

@@ -450,16 +450,19 @@ class LocalSite:
         raise RegistryError(f"the registry on {self.address} did not answer within {START_TIMEOUT:.0f}s: {last}",
                             f"see {self.log_file}")
 
-    def log_tail(self, lines: int = 3) -> str:
+    def log_text(self) -> str:
+        """The registry's log: the container's output, or the host process's log file."""
         container = self._container()
         if container is not None:
-            text = container.logs(tail=lines).decode(errors="replace")
-        else:
-            try:
-                text = self.log_file.read_text(errors="replace")
-            except OSError:
-                return "no log"
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+            return container.logs().decode(errors="replace")
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 3) -> str:
+        tail = self.log_text().strip().splitlines()[-lines:]
+        return " | ".join(line.strip() for line in tail) or "no log"
 
 
 def up(config: Config, auth: bool | None = None) -> RegistryInfo:
@@ -476,17 +479,15 @@ def up(config: Config, auth: bool | None = None) -> RegistryInfo:
         return info
     site = LocalSite(target_address(config, auth), auth)
     with step(f"Local registry on {site.address}{' (TLS + htpasswd)' if auth else ''}") as progress:
-        server, _ = site.running_server()
-        if server is None:
-            server = "container" if _upstream_image_available(config) else "process"
-        changed = site.write_config(CONTAINER_MOUNT if server == "container" else None)
+        running, _ = site.running_server()
+        server = _choose_server(config, running)
+        changed = site.write_config(CONTAINER_MOUNT if server == "container" else None) or running not in (None, server)
         if auth:
             changed |= site.ensure_certificates()
             changed |= site.ensure_htpasswd(site.desired_credentials())
             site.install_engine_ca()
         else:
             site.htpasswd.unlink(missing_ok=True)
-        running, _ = site.running_server()
         if running is not None and not changed:
             info = site.info()
             try:
@@ -553,6 +554,23 @@ def _check_port_free(site: LocalSite) -> None:
                 "stop it (Debian's docker-registry service: systemctl disable --now docker-registry), "
                 "or choose another port in registry.url / registry.auth_url",
             )
+
+
+def _choose_server(config: Config, running: str | None) -> str:
+    """container or process: as configured; `auto` keeps what runs, else prefers the upstream image."""
+    wanted = config.registry.server
+    if wanted == "process":
+        return "process"
+    if wanted == "auto" and running is not None:
+        return running
+    if _upstream_image_available(config):
+        return "container"
+    if wanted == "container":
+        raise RegistryError(
+            f"registry.server is 'container' but the Docker engine neither has nor can pull {config.registry.image}",
+            "set registry.server: process (Debian's docker-registry on the host) or auto, or load that image",
+        )
+    return "process"
 
 
 def _upstream_image_available(config: Config) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import re
 import secrets
+import shutil
 import socket
 import tarfile
 import threading
@@ -16,7 +19,7 @@ import docker
 import docker.errors
 import pytest
 
-from tfship import artifacts, engine, push, registry
+from tfship import artifacts, engine, proc, push, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError, TfshipError
@@ -43,18 +46,41 @@ def docker_client():
 
 
 @pytest.fixture(scope="module")
-def registries(tmp_path_factory, docker_client):
-    """An insecure and a TLS + htpasswd registry; the latter's credentials came from the environment at start,
-    so nothing is stored and a push without them in the environment has none."""
+def distribution_image(docker_client, tmp_path_factory):
+    """A stand-in for the upstream registry:2 image, which this lab cannot pull: Debian's docker-registry and the
+    libc it links, FROM scratch, with registry:2's command line (`serve CONFIG`)."""
+    engine.apt_install(["docker-registry"])
+    context = tmp_path_factory.mktemp("distribution")
+    binary = Path(shutil.which("docker-registry"))
+    libraries = re.findall(r"(/\S+\.so[.\d]*)", proc.run(["ldd", binary]).stdout)
+    for source in [binary, *map(Path, libraries)]:
+        target = context / source.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source.resolve(), target)
+    (context / "Dockerfile").write_text(
+        f'FROM scratch\nCOPY . /\nENTRYPOINT ["{binary}", "serve"]\nCMD ["/etc/docker/registry/config.yml"]\n')
+    tag = f"tfship-test-distribution:{secrets.token_hex(4)}"
+    image, _ = docker_client.images.build(path=str(context), tag=tag, rm=True)
+    yield tag
+    docker_client.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="module", params=["process", "container"])
+def registries(request, tmp_path_factory, docker_client):
+    """An insecure and a TLS + htpasswd registry, run as a host process or as a container; the TLS one's
+    credentials came from the environment at start, so none is stored and a push without them has none."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TFSHIP_STATE_DIR", str(tmp_path_factory.mktemp("state")))
         patch.setenv(registry.USERNAME_ENV, USERNAME)
         patch.setenv(registry.PASSWORD_ENV, PASSWORD)
-        base = RegistryConfig(url=f"127.0.0.1:{free_port()}", auth_url=f"127.0.0.1:{free_port()}")
+        base = RegistryConfig(url=f"127.0.0.1:{free_port()}", auth_url=f"127.0.0.1:{free_port()}",
+                              server=request.param)
+        if request.param == "container":
+            base.image = request.getfixturevalue("distribution_image")
         config = Config(root=tmp_path_factory.mktemp("project"), registry=base)
         try:
-            registry.up(config, auth=False)
-            registry.up(config, auth=True)
+            for auth in (False, True):
+                assert registry.up(config, auth=auth).server == request.param
             patch.delenv(registry.USERNAME_ENV)
             patch.delenv(registry.PASSWORD_ENV)
             yield base
@@ -66,7 +92,7 @@ def registries(tmp_path_factory, docker_client):
 def project(tmp_path, registries, monkeypatch):
     monkeypatch.delenv(registry.USERNAME_ENV, raising=False)
     monkeypatch.delenv(registry.PASSWORD_ENV, raising=False)
-    return Config(root=tmp_path, registry=RegistryConfig(url=registries.url, auth_url=registries.auth_url))
+    return Config(root=tmp_path, registry=dataclasses.replace(registries))
 
 
 @pytest.fixture
@@ -235,7 +261,7 @@ def test_authenticated_push_needs_the_right_password_and_never_leaks_it(
     site = registry.LocalSite(project.registry.auth_url, auth=True)
     leaks = {"stdout/stderr": PASSWORD in output.out + output.err,
              "artifacts.json": PASSWORD.encode() in project.artifacts_path.read_bytes(),
-             "registry log": PASSWORD.encode() in site.log_file.read_bytes(),
+             "registry log": PASSWORD in site.log_text(),
              "registry storage": any(PASSWORD.encode() in path.read_bytes()
                                      for path in site.data_dir.rglob("*") if path.is_file()),
              "image": PASSWORD.encode() in b"".join(docker_client.images.get(pinned).save())}
