@@ -60,17 +60,19 @@ def _configure_tensorflow(options: ServerOptions) -> None:
 def start(options: ServerOptions) -> RunningServer:
     """Load the configured models (blocking), then bind and start gRPC and REST. Raises FlagError or
     RuntimeError with a one-line message when the models cannot be served or a port cannot be bound."""
+    from tfship.server.model_config import initial_model_server_config, read_model_server_config, \
+        read_monitoring_config
+
+    # Config mistakes are reported before TensorFlow's import (seconds) is paid.
+    config = initial_model_server_config(options)
+    monitoring = read_monitoring_config(options.monitoring_config_file)
     _configure_tensorflow(options)
     from tfship.server.grpc_api import build_grpc_server, update_health
     from tfship.server.metrics import Metrics
-    from tfship.server.model_config import initial_model_server_config, read_model_server_config, \
-        read_monitoring_config
     from tfship.server.models import ModelManager
     from tfship.server.rest_api import RestServer
     from tfship.server.status import ServingError
 
-    config = initial_model_server_config(options)
-    monitoring = read_monitoring_config(options.monitoring_config_file)
     manager = ModelManager(options.allow_version_labels_for_unavailable_models)
     try:
         manager.apply_config(config)

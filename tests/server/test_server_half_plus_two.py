@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from conftest import HALF_PLUS_TWO, TESTDATA, ServerProcess
+from server_harness import HALF_PLUS_TWO, TESTDATA, ServerProcess
 
 RPC_TIMEOUT = 20.0
 
