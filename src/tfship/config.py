@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -187,8 +188,8 @@ def state_dir() -> Path:
 # Loading
 
 
-def find_config_file(start: Path | None = None) -> Path | None:
-    explicit = os.environ.get("TFSHIP_CONFIG")
+def find_config_file(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    explicit = (os.environ if environ is None else environ).get("TFSHIP_CONFIG")
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -211,7 +212,7 @@ def load(
     """Build the Config from all layers. `overrides` maps dotted keys (`kubernetes.replicas`) to flag values;
     None values mean "flag not given" and are skipped."""
     environ = os.environ if environ is None else environ
-    file_path = Path(path) if path is not None else find_config_file()
+    file_path = Path(path) if path is not None else find_config_file(environ=environ)
     data: dict[str, Any] = {}
     root = Path.cwd()
     if file_path is not None:
@@ -331,7 +332,7 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str, from_text: bool) -> A
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if from_text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if from_text and isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
             return int(value)
         raise bad("a whole number")
     if tp is float:
