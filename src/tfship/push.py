@@ -79,10 +79,10 @@ def push_images(config: Config) -> PushReport:
         info = registry.resolve(config)
         if info.local and not info.running:
             raise registry.unreachable(info, "tfship's local registry is not running")
+        _check_engine_allows(client, info)  # before any traffic: the engine would refuse anyway
         creds = registry.credentials(config)
         api = registry.RegistryClient(info, creds)
         needs_auth = api.check()
-        _check_engine_allows(client, info)
         auth_config = _engine_login(client, info, creds) if creds else None
         result = copy.deepcopy(recorded)
         pushes = []

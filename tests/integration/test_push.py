@@ -190,6 +190,32 @@ def test_registry_restarted_between_pushes_keeps_its_data(project, make_image):
     assert {image.role: image.skipped for image in report.images} == {"devel": False, "serving": True}
 
 
+def test_plain_http_to_a_non_loopback_registry_is_refused_before_any_traffic(tmp_path, make_image, registries):
+    # 192.0.2.0/24 is TEST-NET-1: never routed, and the check must fire before anything is sent there.
+    config = Config(root=tmp_path, registry=RegistryConfig(url="192.0.2.10:5000", local=False, insecure=True))
+    record(config, make_image())
+    with pytest.raises(RegistryError, match="does not allow plain HTTP to registry 192.0.2.10:5000") as caught:
+        push.push(config)
+    assert "insecure-registries" in caught.value.hint
+
+
+def test_an_existing_tls_registry_needs_its_ca_file(project, make_image, monkeypatch):
+    """The TLS registry used as someone else's (registry.local: false): untrusted until registry.ca_file names
+    its CA. (The engine itself skips verification for 127.0.0.0/8, so this is tfship's own check.)"""
+    site = registry.LocalSite(project.registry.auth_url, auth=True)
+    external = Config(root=project.root, registry=RegistryConfig(url=project.registry.auth_url, local=False,
+                                                                 insecure=False))
+    monkeypatch.setenv(registry.USERNAME_ENV, USERNAME)
+    monkeypatch.setenv(registry.PASSWORD_ENV, PASSWORD)
+    record(external, make_image())
+    with pytest.raises(RegistryError, match="TLS to registry .* is not trusted") as caught:
+        push.push(external)
+    assert "registry.ca_file" in caught.value.hint
+    external.registry.ca_file = str(site.ca_cert)
+    pushed = push.push(external)
+    assert pushed.registry == project.registry.auth_url and pushed.registry_auth is True
+
+
 class ArgvWatcher:
     """Scans every process's argv in the background for a secret, until stopped (at most `limit` seconds)."""
 
