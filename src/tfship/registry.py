@@ -671,6 +671,9 @@ class RegistryClient:
                 auth=self.creds if with_auth else None, **kwargs,
             )
         except requests.exceptions.SSLError as exc:
+            if "wrong version number" in str(exc).lower():
+                raise RegistryError(f"registry {self.info.address} does not speak TLS",
+                                    "it is a plain HTTP registry: set registry.insecure: true and no registry.ca_file")
             raise untrusted_tls(self.info, _short(exc))
         except requests.exceptions.ConnectionError as exc:
             if self.info.scheme == "http" and ("BadStatusLine" in str(exc) or "RemoteDisconnected" in str(exc)):

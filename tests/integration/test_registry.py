@@ -96,3 +96,14 @@ def test_purge_removes_the_engine_ca_and_the_state(config):
     registry.down(config, purge=True)
     assert not site.root.exists()
     assert not any(path.exists() for path in site.engine_ca_paths())
+
+
+def test_the_wrong_scheme_is_named_both_ways(config):
+    plain = registry.up(config)
+    as_tls = registry.RegistryInfo(plain.address, "https", local=False, auth=False)
+    with pytest.raises(RegistryError, match="does not speak TLS"):
+        registry.RegistryClient(as_tls, None).check()
+    secure = registry.up(config, auth=True)
+    as_plain = registry.RegistryInfo(secure.address, "http", local=False, auth=False)
+    with pytest.raises(RegistryError, match="speaks TLS, not plain HTTP"):
+        registry.RegistryClient(as_plain, None).check()
