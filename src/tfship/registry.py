@@ -327,9 +327,14 @@ class LocalSite:
 
     def desired_credentials(self) -> Credentials:
         """From the environment, else the stored ones, else new ones stored mode 0600."""
-        found = _env_credentials() or self.stored_credentials()
-        if found:
-            return found
+        from_env = _env_credentials()
+        if from_env:
+            if self.stored_credentials() not in (None, from_env):
+                self.credentials_file.unlink()  # the htpasswd is about to hold the env's; stale ones would mislead
+            return from_env
+        stored = self.stored_credentials()
+        if stored:
+            return stored
         generated = (GENERATED_USERNAME, secrets.token_urlsafe(24))
         self.root.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -97,6 +97,15 @@ def test_environment_credentials_come_first(tmp_path, monkeypatch):
     assert registry.credentials(config) == ("alice", "s3cret")
 
 
+def test_environment_credentials_retire_stale_generated_ones(tmp_path, monkeypatch):
+    site = registry.LocalSite("127.0.0.1:5444", auth=True)
+    site.desired_credentials()
+    monkeypatch.setenv(USERNAME_ENV, "alice")
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    assert site.desired_credentials() == ("alice", "s3cret")
+    assert site.stored_credentials() is None
+
+
 def test_half_set_environment_credentials_are_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv(USERNAME_ENV, "alice")
     with pytest.raises(ConfigError, match=PASSWORD_ENV):
