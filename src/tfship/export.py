@@ -80,7 +80,7 @@ def _export_one(config: Config, spec: ModelSpec, version: int | str | None, runn
             summary = runner.run(config, spec, staged, progress.update)
             progress.update("validating: signatures " + ", ".join(spec.signatures) + ", loads")
             models.validate_model(staged, spec.signatures)
-            models.publish(staged, target)
+            models.publish(config, staged, target)
         progress.done(str(target))
     return ExportResult(spec.name, number, target, runner.where, progress.elapsed, summary)
 
@@ -168,7 +168,7 @@ class _DevelRunner(_Runner):
                 host_config=api.create_host_config(
                     binds={str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"}}, network_mode="none"
                 ),
-                labels={"tfship.role": "export"},
+                labels={"tfship.role": "export", "tfship.models-dir": str(models_dir)},
             )
             # A hung exporter is killed, so the log stream below ends within EXPORT_TIMEOUT.
             timed_out = threading.Event()

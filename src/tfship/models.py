@@ -361,7 +361,7 @@ def add(config: Config, path: Path | str, name: str, version: int | str | None =
     target = _new_version_dir(config, name, target_version)
     with staging(config, name, target_version) as staged:
         shutil.copytree(source, staged)
-        publish(staged, target)
+        publish(config, staged, target)
     if spec is None:
         say(f"note: model {name!r} is not in tfship.yaml; add it under models: to build and serve it")
     return target
@@ -406,7 +406,7 @@ def staging(config: Config, name: str, version: int) -> Iterator[Path]:
     Build a version there, validate it, then `publish` it: an interrupted or failed export or import leaves nothing
     in models/<name>/."""
     root = config.models_path / STAGING_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    _make_dir_owned_like_models(config, root)
     path = root / f"{name}-{version}-{uuid.uuid4().hex[:8]}"
     try:
         yield path
@@ -418,9 +418,21 @@ def staging(config: Config, name: str, version: int) -> Iterator[Path]:
             pass
 
 
-def publish(staged: Path, target: Path) -> None:
+def _make_dir_owned_like_models(config: Config, folder: Path) -> None:
+    """Create `folder` owned like models/ itself: when tfship runs as root for a user's project (or the devel
+    container runs as the folder's owner), exports must stay writable by that owner."""
+    config.models_path.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True)
+    owner = config.models_path.stat()
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        os.chown(folder, owner.st_uid, owner.st_gid)
+
+
+def publish(config: Config, staged: Path, target: Path) -> None:
     """Move a validated staged version into place in one rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_dir_owned_like_models(config, target.parent)
     try:
         os.rename(staged, target)
     except OSError as error:
