@@ -51,8 +51,8 @@ def model_image(client, base: str, name: str, model_bytes: int) -> str:
 
 
 def timed_push(config: Config, name: str, image_id: str) -> tuple[push.ImagePush, float]:
-    artifacts.save(config.artifacts_path,
-                   Artifacts(images={"serving": ImageArtifact(role="serving", name=name, tag="latest", image_id=image_id)}))
+    built = ImageArtifact(role="serving", name=name, tag="latest", image_id=image_id)
+    artifacts.save(config.artifacts_path, Artifacts(images={"serving": built}))
     started = time.monotonic()
     report = push.push_images(config)
     return report.images[0], time.monotonic() - started

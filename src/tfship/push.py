@@ -123,7 +123,9 @@ def _local_image(client, image: ImageArtifact):
 
 
 def _check_engine_allows(client, info: registry.RegistryInfo) -> None:
-    if info.scheme == "http" and not registry.engine_allows_http(client.info().get("RegistryConfig") or {}, info.address):
+    if info.scheme != "http":
+        return
+    if not registry.engine_allows_http(client.info().get("RegistryConfig") or {}, info.address):
         raise registry.http_not_allowed(info)
 
 
@@ -146,7 +148,8 @@ def _push_image(config: Config, client, api: registry.RegistryClient, info: regi
     reference = f"{repository}:{image.tag}"
     with step(f"Pushing {reference}") as progress:
         served = api.manifest_digest(path, image.tag)
-        known = {entry.split("@", 1)[1] for entry in local.attrs.get("RepoDigests", []) if entry.startswith(repository + "@")}
+        repo_digests = local.attrs.get("RepoDigests", [])
+        known = {entry.split("@", 1)[1] for entry in repo_digests if entry.startswith(repository + "@")}
         if served and served in known:
             progress.done("already in the registry")
             image.repository, image.digest = repository, served
@@ -182,7 +185,8 @@ def _push_with_retries(start: Callable[[], Iterable[dict[str, Any]]], info: regi
                 return read_push_stream(start(), info, username, on_line), attempt
             except docker.errors.APIError as exc:
                 error = registry.explain(str(exc.explanation or exc), info, username)
-                if exc.status_code and exc.status_code >= 500 and not isinstance(error, registry.TransientRegistryError):
+                server_side = exc.status_code is not None and exc.status_code >= 500
+                if server_side and not isinstance(error, registry.TransientRegistryError):
                     error = registry.TransientRegistryError(error.message, error.hint)
                 raise error
             except requests.exceptions.RequestException as exc:

@@ -153,7 +153,8 @@ def _env_credentials() -> Credentials | None:
     username, password = os.environ.get(USERNAME_ENV, ""), os.environ.get(PASSWORD_ENV, "")
     if bool(username) != bool(password):
         missing = PASSWORD_ENV if username else USERNAME_ENV
-        raise ConfigError(f"{missing} is not set but its partner is", f"set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither")
+        raise ConfigError(f"{missing} is not set but its partner is",
+                          f"set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither")
     return (username, password) if username else None
 
 
@@ -285,7 +286,7 @@ class LocalSite:
 
     def ensure_certificates(self) -> bool:
         """A CA and a server certificate for 127.0.0.1 and localhost; True when (re)generated."""
-        if self.ca_cert.is_file() and self.server_cert.is_file() and self.server_key.is_file() and self.ca_key.is_file():
+        if all(path.is_file() for path in (self.ca_cert, self.server_cert, self.server_key, self.ca_key)):
             return False
         self.certs_dir.mkdir(parents=True, exist_ok=True)
         self.ca_key.parent.mkdir(parents=True, exist_ok=True)
@@ -391,10 +392,6 @@ class LocalSite:
     # ---- start and stop
 
     def start_process(self) -> None:
-        from tfship.engine import apt_install
-
-        if shutil.which("docker-registry") is None:
-            apt_install(["docker-registry"], error=RegistryError)
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             child = subprocess.Popen(
@@ -504,8 +501,15 @@ def up(config: Config, auth: bool | None = None) -> RegistryInfo:
         if running is not None:
             progress.update("restarting with the new configuration")
             site.stop()
+        if server == "process" and shutil.which("docker-registry") is None:
+            # Before the port check: on a systemd machine the package starts its own service on :5000.
+            from tfship.engine import apt_install
+
+            progress.update("installing Debian's docker-registry")
+            apt_install(["docker-registry"], error=RegistryError)
         _check_port_free(site)
-        progress.update(f"starting {'the ' + config.registry.image + ' container' if server == 'container' else 'docker-registry as a host process'}")
+        how = f"the {config.registry.image} container" if server == "container" else "docker-registry as a host process"
+        progress.update(f"starting {how}")
         try:
             if server == "container":
                 site.start_container(config.registry.image)
@@ -813,7 +817,9 @@ def explain(message: str, info: RegistryInfo, username: str | None) -> RegistryE
                          "see the Docker engine's log for details")
 
 
-TRANSIENT_MARKERS = ("eof", "connection reset", "timeout", "timed out", "broken pipe", "temporarily", "too many requests")
+TRANSIENT_MARKERS = (
+    "eof", "connection reset", "timeout", "timed out", "broken pipe", "temporarily", "too many requests",
+)
 
 
 def _has_5xx(text: str) -> bool:
@@ -825,7 +831,8 @@ def engine_allows_http(registry_config: dict[str, Any], address: str) -> bool:
     host, _ = split_address(address)
     if is_loopback(host):
         return True
-    index = (registry_config.get("IndexConfigs") or {}).get(address) or (registry_config.get("IndexConfigs") or {}).get(host)
+    indexes = registry_config.get("IndexConfigs") or {}
+    index = indexes.get(address) or indexes.get(host)
     if index is not None and index.get("Secure") is False:
         return True
     try:
@@ -835,4 +842,5 @@ def engine_allows_http(registry_config: dict[str, Any], address: str) -> bool:
             ip = ipaddress.ip_address(socket.gethostbyname(host))
         except OSError:
             return False
-    return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in registry_config.get("InsecureRegistryCIDRs") or [])
+    cidrs = registry_config.get("InsecureRegistryCIDRs") or []
+    return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
