@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from tfship import artifacts as artifacts_store
+from tfship import models
 from tfship.config import Config
 from tfship.errors import SmokeTestError, TfshipError
 
 FORWARD_LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
 FORWARD_START_TIMEOUT = 15.0
-SMOKE_SAMPLE_FILE = "smoke_sample.json"
 EXACT_TOLERANCE = 1e-4
 
 
@@ -40,6 +40,8 @@ class SmokeCase:
     version: int
     signatures: list[str]
     signature_name: str = "serving_default"
+    input_key: str = ""
+    output_key: str = ""
     rows: list = field(default_factory=list)
     expected_outputs: list[float] | None = None  # exact (flattened) outputs, within EXACT_TOLERANCE
     expected_labels: list[int] | None = None  # argmax of the outputs must match, up to max_error_rate
@@ -50,8 +52,8 @@ def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[Smok
     """One case per configured model, at the newest version baked into the serving image.
 
     The known answers come from the smoke sample the exporter saved beside the model
-    (models/<name>/<version>/assets.extra/smoke_sample.json); a model without one is checked for status and
-    metadata only.
+    (models/<name>/<version>/assets.extra/smoke_sample.json, see tfship.models.load_smoke_sample); a model
+    without one (imported with model.add) is checked for status and metadata only.
     """
     if not recorded.models:
         raise SmokeTestError("build/artifacts.json records no models", "run: invoke build push deploy")
@@ -65,26 +67,32 @@ def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[Smok
         version = max(versions)
         case = SmokeCase(model=spec.name, version=version, signatures=list(spec.signatures),
                          max_error_rate=config.smoke.max_error_rate)
-        sample_path = config.models_path / spec.name / str(version) / "assets.extra" / SMOKE_SAMPLE_FILE
-        if sample_path.is_file():
-            apply_sample(case, json.loads(sample_path.read_text()), sample_path)
+        version_dir = config.models_path / spec.name / str(version)
+        if (version_dir / models.SMOKE_SAMPLE).is_file():
+            apply_sample(case, models.load_smoke_sample(version_dir), version_dir / models.SMOKE_SAMPLE)
         cases.append(case)
     return cases
 
 
 def apply_sample(case: SmokeCase, sample: dict, where: Path | str) -> None:
-    """Fill a case from a smoke sample: {"signature_name", "rows", and "expected_outputs" or "expected_labels"}."""
+    """Fill a case from an exporter's smoke sample (keys as tfship.models.load_smoke_sample documents)."""
     try:
-        case.signature_name = sample.get("signature_name", "serving_default")
-        case.rows = list(sample["rows"])
+        case.signature_name = sample["signature"]
+        case.input_key = sample["input_key"]
+        case.output_key = sample["output_key"]
+        case.rows = list(sample["inputs"])
         if "expected_outputs" in sample:
-            case.expected_outputs = [float(v) for v in sample["expected_outputs"]]
+            case.expected_outputs = [float(v) for row in sample["expected_outputs"] for v in _as_list(row)]
         elif "expected_labels" in sample:
             case.expected_labels = [int(v) for v in sample["expected_labels"]]
         else:
             raise KeyError("expected_outputs or expected_labels")
     except (KeyError, TypeError, ValueError) as exc:
         raise SmokeTestError(f"{where} is not a valid smoke sample (missing or bad {exc})", "re-export the model")
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def score(case: SmokeCase, outputs: Sequence) -> tuple[bool, float, str]:
@@ -202,8 +210,8 @@ class GrpcClient:
                   for s in response.model_version_status}
         return states.get(version, "MISSING")
 
-    def signature_inputs(self, model: str) -> dict[str, list[str]]:
-        """Signature name -> its input keys, from GetModelMetadata."""
+    def signatures(self, model: str) -> list[str]:
+        """The signature names GetModelMetadata reports."""
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -211,19 +219,20 @@ class GrpcClient:
         response = self.prediction.GetModelMetadata(request, timeout=self.timeout)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
-        return {name: sorted(sig.inputs) for name, sig in signature_map.signature_def.items()}
+        return sorted(signature_map.signature_def)
 
-    def predict(self, model: str, signature: str, input_key: str, rows: list) -> list:
+    def predict(self, case: SmokeCase) -> list:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = signature
-        request.inputs[input_key].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.float32))
+        request.model_spec.name = case.model
+        request.model_spec.signature_name = case.signature_name
+        request.inputs[case.input_key].CopyFrom(tf.make_tensor_proto(case.rows, dtype=tf.float32))
         response = self.prediction.Predict(request, timeout=self.timeout)
-        key = _main_output(response.outputs) or sorted(response.outputs)[0]
-        return tf.make_ndarray(response.outputs[key]).tolist()
+        if case.output_key not in response.outputs:
+            raise SmokeTestError(f"gRPC Predict returned outputs {sorted(response.outputs)}, not {case.output_key}")
+        return tf.make_ndarray(response.outputs[case.output_key]).tolist()
 
 
 class RestClient:
@@ -237,24 +246,18 @@ class RestClient:
     def close(self) -> None:
         self.session.close()
 
-    def predict(self, model: str, signature: str, input_key: str, rows: list) -> list:
-        body = {"signature_name": signature, "instances": [{input_key: row} for row in rows]}
-        response = self.session.post(f"{self.base}/{model}:predict", json=body, timeout=self.timeout)
+    def predict(self, case: SmokeCase) -> list:
+        # Columnar format with the input named: exact whatever the signature's other outputs are.
+        body = {"signature_name": case.signature_name, "inputs": {case.input_key: case.rows}}
+        response = self.session.post(f"{self.base}/{case.model}:predict", json=body, timeout=self.timeout)
         if response.status_code != 200:
             raise SmokeTestError(f"REST predict answered HTTP {response.status_code}: {response.text[:200]}")
-        predictions = response.json()["predictions"]
-        if predictions and isinstance(predictions[0], dict):
-            key = _main_output(predictions[0]) or sorted(predictions[0])[0]
-            predictions = [p[key] for p in predictions]
-        return predictions
-
-
-def _main_output(outputs) -> str | None:
-    """The output holding the answer when a signature has several (e.g. probabilities beside logits)."""
-    for key in ("y", "probabilities", "scores", "outputs"):
-        if key in outputs:
-            return key
-    return None
+        outputs = response.json()["outputs"]
+        if isinstance(outputs, dict):  # several outputs come back by name; one comes back bare
+            if case.output_key not in outputs:
+                raise SmokeTestError(f"REST predict returned outputs {sorted(outputs)}, not {case.output_key}")
+            outputs = outputs[case.output_key]
+        return outputs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -356,34 +359,23 @@ def check_replica(forward: PortForward, cases: Sequence[SmokeCase], grpc_port: i
 
     try:
         for case in cases:
-            tag = f"{case.model}"
-            attempt(f"{tag} status", lambda: grpc_client.version_state(case.model, case.version),
+            attempt(f"{case.model} status", lambda: grpc_client.version_state(case.model, case.version),
                     lambda state: Check("", state == "AVAILABLE", f"version {case.version} is {state}"))
-            inputs_by_signature: dict[str, list[str]] = {}
 
-            def metadata_check(signatures: dict) -> Check:
-                inputs_by_signature.update(signatures)
-                missing = sorted(set(case.signatures) - set(signatures))
+            def signatures_present(found: list[str]) -> Check:
+                missing = sorted(set(case.signatures) - set(found))
                 return Check("", not missing, f"missing signatures {missing}" if missing else "signatures present")
 
-            attempt(f"{tag} metadata", lambda: grpc_client.signature_inputs(case.model), metadata_check)
+            attempt(f"{case.model} metadata", lambda: grpc_client.signatures(case.model), signatures_present)
             if not case.rows:
                 continue
-            keys = inputs_by_signature.get(case.signature_name, [])
-            if len(keys) != 1:
-                result.checks.append(Check(f"{tag} predict", False,
-                                           f"signature {case.signature_name} has inputs {keys}, expected one"))
-                continue
-            for transport in ("grpc", "rest"):
-                def predict(transport=transport):
-                    client = grpc_client if transport == "grpc" else rest_client
-                    return client.predict(case.model, case.signature_name, keys[0], case.rows)
 
-                def judge(outputs) -> Check:
-                    ok, rate, detail = score(case, outputs)
-                    return Check("", ok, detail, rate)
+            def judge(outputs) -> Check:
+                ok, rate, detail = score(case, outputs)
+                return Check("", ok, detail, rate)
 
-                attempt(f"{tag} predict {transport}", predict, judge)
+            attempt(f"{case.model} predict grpc", lambda: grpc_client.predict(case), judge)
+            attempt(f"{case.model} predict rest", lambda: rest_client.predict(case), judge)
     finally:
         grpc_client.close()
         rest_client.close()

@@ -39,17 +39,26 @@ def test_labels_error_rate_against_threshold():
 
 def test_sample_without_expectations_is_rejected():
     with pytest.raises(SmokeTestError, match="not a valid smoke sample"):
-        smoke.apply_sample(case(), {"rows": [[1.0]]}, "x.json")
+        smoke.apply_sample(case(), {"signature": "serving_default", "input_key": "x", "output_key": "y",
+                                    "inputs": [[1.0]]}, "x.json")
 
 
 def test_cases_read_the_sample_of_the_newest_baked_version(tmp_path):
     sample_dir = tmp_path / "models" / "m" / "7" / "assets.extra"
     sample_dir.mkdir(parents=True)
-    (sample_dir / smoke.SMOKE_SAMPLE_FILE).write_text(
-        json.dumps({"rows": [[1.0]], "expected_labels": [3], "signature_name": "serving_default"}))
+    (sample_dir / "smoke_sample.json").write_text(json.dumps(
+        {"signature": "serving_default", "input_key": "pixels", "output_key": "probabilities",
+         "inputs": [[1.0]], "expected_labels": ["3"]}))
     config = Config(models=[ModelSpec(name="m")], root=tmp_path)
     [c] = smoke.load_cases(config, Artifacts(models={"m": [3, 7]}))
-    assert (c.version, c.expected_labels, c.rows) == (7, [3], [[1.0]])
+    assert (c.version, c.expected_labels, c.rows, c.input_key) == (7, [3], [[1.0]], "pixels")
+
+
+def test_rows_of_expected_outputs_are_flattened():
+    c = case()
+    smoke.apply_sample(c, {"signature": "s", "input_key": "x", "output_key": "y", "inputs": [[1.0], [2.0]],
+                           "expected_outputs": [[2.5], [3.0]]}, "x.json")
+    assert c.expected_outputs == [2.5, 3.0]
 
 
 def test_configured_model_missing_from_image_is_an_error(tmp_path):
