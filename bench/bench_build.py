@@ -28,11 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed(label: str, action) -> float:
     started = time.monotonic()
-    with contextlib.redirect_stderr(io.StringIO()):  # keep the figures readable; the build logs are not the point
-        action()
+    quietly(action)  # keep the figures readable; the build logs are not the point
     elapsed = time.monotonic() - started
     print(f"{label:<58} {elapsed:8.1f} s", flush=True)
     return elapsed
+
+
+def quietly(action):
+    with contextlib.redirect_stderr(io.StringIO()):
+        return action()
 
 
 def size_mb(ref: str) -> float:
@@ -73,10 +77,10 @@ def main() -> None:
                        env={**os.environ, "TFSHIP_CONFIG": str(work / "tfship.yaml")})
         print(f"{'no-op `invoke build` (a new process, CLI included)':<58} {time.monotonic() - started:8.1f} s")
 
-        devel = images.ensure_devel_image(config)
+        devel = quietly(lambda: images.ensure_devel_image(config))
         untag_keeping_cache(devel.local_ref)
         timed("warm devel build (layer cache hot, tag removed)", lambda: images.ensure_devel_image(config))
-        serving = images.ensure_serving_image(config)
+        serving = quietly(lambda: images.ensure_serving_image(config))
         untag_keeping_cache(serving.local_ref)
         timed("warm serving build + acceptance (layer cache hot)", lambda: images.ensure_serving_image(config))
 
@@ -91,8 +95,8 @@ def main() -> None:
         docker_client.remove_image(changed[0].local_ref)
 
         print("image sizes:")
-        base = bases.python_base(config).ref
-        tf_ref, _ = images.ensure_tf_image(config)
+        base = quietly(lambda: bases.python_base(config).ref)
+        tf_ref, _ = quietly(lambda: images.ensure_tf_image(config))
         for label, ref in [("python base", base), ("TF venv image", tf_ref), ("devel", devel.local_ref),
                            (f"serving ({serving.runtime})", serving.local_ref)]:
             print(f"  {label:<24} {ref:<52} {size_mb(ref):8.0f} MB")

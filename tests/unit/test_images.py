@@ -231,3 +231,17 @@ def test_explicit_source_and_runtime_need_no_engine():
         images.pick_runtime(config, "python")
     with pytest.raises(ConfigError, match="runtime"):
         images.pick_runtime(config, "java")
+
+
+def test_recording_keeps_push_results_only_for_the_same_image(tmp_path):
+    from tfship import artifacts
+    from tfship.artifacts import ImageArtifact
+
+    config = config_with(tmp_path)
+    pushed = ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1", repository="r/s", digest="sha256:d")
+    artifacts.save(config.artifacts_path, artifacts.Artifacts(images={"serving": pushed}))
+    images._record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models={"m": [3]})
+    same = artifacts.load(config.artifacts_path)
+    assert same.image("serving").digest == "sha256:d" and same.models == {"m": [3]}
+    images._record(config, ImageArtifact(role="serving", name="s", tag="t2", image_id="sha256:2"))
+    assert artifacts.load(config.artifacts_path).image("serving").digest == ""
