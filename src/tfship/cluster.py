@@ -237,14 +237,31 @@ def _unpack_source(progress: Step, tarball: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+class BuildProgress:
+    """Turns `make GOFLAGS=-v` output into live lines: the build's own milestones, and a count of compiled Go
+    packages every `every` packages (thousands of them, so a silent 10-minute build shows it moves)."""
+
+    def __init__(self, progress: Step, every: int = 200):
+        self.progress = progress
+        self.every = every
+        self.packages = 0
+
+    def __call__(self, line: str) -> None:
+        if line.startswith(("+++", "!!!", "make:")):
+            self.progress.update(line)
+        elif line and not line.startswith(" ") and "/" in line and " " not in line.strip():
+            self.packages += 1  # go -v prints one import path per compiled package
+            if self.packages % self.every == 0:
+                self.progress.update(f"compiled {self.packages} Go packages")
+
+
 def _make(progress: Step) -> None:
     what = " ".join(f"cmd/{name}" for name in COMMANDS)
     progress.update(f"make WHAT=\"{what}\" in {source_tree()}")
     proc.run(
-        ["make", f"WHAT={what}"],
+        ["make", f"WHAT={what}", "GOFLAGS=-v"],
         cwd=source_tree(),
-        # Plenty of output; show the build's own milestones only.
-        on_line=lambda line: progress.update(line) if line.startswith(("+++", "!!!", "make:")) else None,
+        on_line=BuildProgress(progress),
         timeout=BUILD_TIMEOUT,
         error=KubernetesError,
         hint=f"see the output above; rerun to continue the build in {source_tree()}",

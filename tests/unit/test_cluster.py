@@ -187,3 +187,22 @@ def test_local_status_without_a_kubeconfig_says_run_cluster_up(tmp_path, monkeyp
 def test_down_refuses_an_external_cluster():
     with pytest.raises(KubernetesError, match="does not stop clusters it did not start"):
         cluster.down(config_for("external"))
+
+
+class RecordingStep:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def update(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_build_progress_shows_milestones_and_counts_packages():
+    recorder = RecordingStep()
+    on_line = cluster.BuildProgress(recorder, every=2)
+    for line in ["+++ [1121 10:40:19] Building go targets for linux/amd64:", "    k8s.io/kubernetes/cmd/kubelet",
+                 "k8s.io/kubernetes/vendor/golang.org/x/net/http2", "k8s.io/kubernetes/pkg/api", "runtime",
+                 "# some warning about a/b c", "k8s.io/kubernetes/cmd/kubectl"]:
+        on_line(line)
+    assert recorder.lines == ["+++ [1121 10:40:19] Building go targets for linux/amd64:", "compiled 2 Go packages"]
+    assert on_line.packages == 3
