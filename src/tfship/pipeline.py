@@ -1,0 +1,55 @@
+"""`invoke up`: every stage in order, each one a no-op where its inputs are unchanged.
+
+engine -> export (only models with no version yet) -> build -> registry -> push -> cluster -> deploy -> smoke-test.
+A failing stage stops the run before the next one starts (no push after a failed build, no deploy after a failed
+push), and its error is the one the user sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tfship import artifacts as artifacts_store
+from tfship import cluster, deploy, engine, export, images, models, push, registry, smoke
+from tfship.config import Config
+from tfship.progress import step
+
+
+@dataclass
+class UpSummary:
+    images: list[str] = field(default_factory=list)
+    deployed: str = ""
+    smoke: list[smoke.ReplicaResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        lines = ["images:", *(f"  {line}" for line in self.images), f"deployed: {self.deployed}", "smoke test:"]
+        lines += [f"  {line}" for line in smoke.format_table(self.smoke).splitlines()]
+        lines.append(f"done in {self.seconds:.0f}s")
+        return "\n".join(lines)
+
+
+def up(config: Config) -> UpSummary:
+    """Run every stage; the caller prints the summary, then fails if any replica failed the smoke test."""
+    with step("tfship up") as progress:
+        engine.ensure_engine(config)
+        missing = [spec.name for spec in config.models if spec.exporter and not models.versions(config, spec.name)]
+        for name in missing:
+            export.export(config, model=name)
+        images.build(config)
+        if config.registry.local:
+            registry.up(config)
+        push.push(config)
+        cluster.up(config)
+        deployed = deploy.deploy(config)
+        results = smoke.smoke_test(config)
+        recorded = artifacts_store.load(config.artifacts_path)
+        summary = UpSummary(
+            images=[f"{image.role}: {image.pinned_ref}" for image in recorded.images.values()],
+            deployed=str(deployed),
+            smoke=results,
+        )
+        passed = sum(result.ok for result in results)
+        progress.done(f"{deployed.ready} replicas serving, {passed} of {len(results)} passed the smoke test")
+        summary.seconds = progress.elapsed
+    return summary
