@@ -3,13 +3,8 @@
 from invoke import task
 
 from tasks._common import handles_errors, load_config
-from tfship.errors import TfshipError
 
 TOP_LEVEL = ["export", "build", "push", "render", "deploy", "smoke-test", "status", "rollback", "destroy", "up"]
-
-
-def _not_yet(what: str) -> TfshipError:
-    return TfshipError(f"'{what}' is not implemented yet", "see the open issues for when it lands")
 
 
 @task(help={"model": "export only this model", "version": "version number to write (default: next)",
@@ -115,4 +110,8 @@ def destroy(c):
 @handles_errors
 def up(c):
     """Everything on a fresh machine: engine, bases, export, build, registry, push, cluster, deploy, smoke-test."""
-    raise _not_yet("up")
+    from tfship import pipeline, smoke
+
+    summary = pipeline.up(load_config())
+    print(summary)
+    smoke.require_all_ok(summary.smoke)
