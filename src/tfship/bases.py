@@ -99,7 +99,8 @@ def pull(ref: str, *, timeout: int) -> None:
         progress.done("pulled")
 
 
-def ensure_upstream(ref: str, config: Config) -> str:
+def ensure_upstream(ref: str, config: Config,
+                    hint: str = "set base.source: debian (or auto) to build bases locally from the Debian mirror") -> str:
     """The id of upstream image `ref`, pulling it if missing; a clear error where it cannot be pulled."""
     found = docker_client.image_id(ref)
     if found is not None:
@@ -107,10 +108,7 @@ def ensure_upstream(ref: str, config: Config) -> str:
     try:
         pull(ref, timeout=max(config.base.pull_timeout, 300))
     except DockerError as exc:
-        raise DockerError(
-            f"cannot pull upstream base {ref}: {exc.message}",
-            "set base.source: debian (or auto) to build bases locally from the Debian mirror",
-        ) from None
+        raise DockerError(f"cannot pull upstream base {ref}: {exc.message}", hint) from None
     return docker_client.image_id(ref) or ref
 
 

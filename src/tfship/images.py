@@ -201,6 +201,14 @@ def served_versions(config: Config, spec: ModelSpec) -> dict[int, Path]:
     return {v: found[v] for v in sorted(spec.versions)}
 
 
+def check_models_exported(config: Config) -> None:
+    """ModelError (naming the folder) unless every configured model has the versions its policy serves."""
+    if not config.models:
+        raise ConfigError("no models configured", "add models to tfship.yaml")
+    for spec in config.models:
+        served_versions(config, spec)
+
+
 def needs_model_config_file(config: Config, models: Mapping[str, list[int]]) -> bool:
     return len(models) > 1 or any(
         spec.version_policy != "latest" or spec.labels for spec in config.models if spec.name in models
@@ -235,8 +243,7 @@ def model_config_text(config: Config, models: Mapping[str, list[int]]) -> str:
 
 def stage_models(config: Config, into: Path) -> dict[str, list[int]]:
     """Link the served versions (and models.config) into `into` as the models/ part of the build context."""
-    if not config.models:
-        raise ConfigError("no models configured", "add models to tfship.yaml")
+    check_models_exported(config)
     served: dict[str, list[int]] = {}
     into.mkdir(parents=True, exist_ok=True)
     for spec in config.models:
@@ -348,9 +355,11 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
     """The serving image with the models baked in; a newly built one is accepted only after every model answers
     a prediction, else it is removed and DockerError raised."""
     chosen = pick_runtime(config, runtime)
+    check_models_exported(config)  # before any build: nothing half-done for a missing model
     if chosen == "tfserving":
         runtime_ref = tfserving_image(config)
-        runtime_id = bases.ensure_upstream(runtime_ref, config)
+        runtime_id = bases.ensure_upstream(runtime_ref, config, "set serving.runtime: python (or auto) to serve with "
+                                           "tfship.server where tensorflow/serving cannot be pulled")
     else:
         tf_ref, tf_id = ensure_tf_image(config, nocache)
         runtime_ref, runtime_id, _ = ensure(python_runtime_plan(config, tf_ref, tf_id), config, "python runtime image",
@@ -390,6 +399,8 @@ def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = N
     unknown = [role for role in wanted if role not in ROLES]
     if unknown:
         raise ConfigError(f"unknown image {unknown[0]!r}", "use devel, serving or all")
+    if "serving" in wanted:
+        check_models_exported(config)  # fail before building the devel image, not after
     built: list[ImageArtifact] = []
     if "devel" in wanted:
         built.append(ensure_devel_image(config, nocache))

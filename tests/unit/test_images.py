@@ -245,3 +245,16 @@ def test_recording_keeps_push_results_only_for_the_same_image(tmp_path):
     assert same.image("serving").digest == "sha256:d" and same.models == {"m": [3]}
     images._record(config, ImageArtifact(role="serving", name="s", tag="t2", image_id="sha256:2"))
     assert artifacts.load(config.artifacts_path).image("serving").digest == ""
+
+
+def test_build_fails_on_a_missing_model_before_building_anything(tmp_path, monkeypatch):
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine was asked before the models were checked")
+
+    monkeypatch.setattr(images, "ensure_devel_image", no_engine)
+    monkeypatch.setattr(images.docker_client, "api", no_engine)
+    config = config_with(tmp_path, ModelSpec(name="missing"))
+    with pytest.raises(ModelError, match="invoke export --model missing"):
+        images.build(config)
+    with pytest.raises(ConfigError, match="unknown image"):
+        images.build(config, images=("prod",))
