@@ -254,7 +254,8 @@ def test_build_fails_on_a_missing_model_before_building_anything(tmp_path, monke
     monkeypatch.setattr(images, "ensure_devel_image", no_engine)
     monkeypatch.setattr(images.docker_client, "api", no_engine)
     config = config_with(tmp_path, ModelSpec(name="missing"))
-    with pytest.raises(ModelError, match="invoke export --model missing"):
+    with pytest.raises(ModelError, match="no exported version of model 'missing'") as failure:
         images.build(config)
+    assert failure.value.hint.startswith("run: invoke export --model missing")
     with pytest.raises(ConfigError, match="unknown image"):
         images.build(config, images=("prod",))
