@@ -72,7 +72,7 @@ def report(label: str, config: Config, name: str, result: push.ImagePush, second
     print(f"{label}: {seconds:.2f}s, "
           + ("skipped (registry already holds the digest)" if result.skipped else
              f"{result.stream.layers_pushed} layers pushed ({result.stream.bytes_pushed / 2**20:.1f} MiB "
-             f"sent per the push stream), {result.stream.layers_existing} already there")
+             f"uncompressed, per the push stream), {result.stream.layers_existing} already there")
           + f"; image {len(layers)} layers, {total / 2**20:.1f} MiB compressed")
 
 

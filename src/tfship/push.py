@@ -33,7 +33,7 @@ class StreamResult:
     digest: str = ""
     layers_pushed: int = 0
     layers_existing: int = 0
-    bytes_pushed: int = 0
+    bytes_pushed: int = 0  # uncompressed size of the layers sent (the stream's progress totals)
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ImagePush:
             return f"{self.role}: {self.reference}@{self.digest} already in the registry, not pushed"
         sent = self.stream
         return (f"{self.role}: pushed {self.reference}@{self.digest} ({sent.layers_pushed} new layers, "
-                f"{sent.bytes_pushed / 1e6:.1f} MB; {sent.layers_existing} already there)")
+                f"{sent.bytes_pushed / 1e6:.1f} MB uncompressed; {sent.layers_existing} already there)")
 
 
 @dataclass
