@@ -26,8 +26,9 @@ def config(tmp_path, monkeypatch):
     monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv(registry.USERNAME_ENV, raising=False)
     monkeypatch.delenv(registry.PASSWORD_ENV, raising=False)
+    # server: process, so no test asks the engine to pull registry:2 from the internet (test_push covers containers).
     cfg = Config(root=tmp_path, registry=RegistryConfig(url=f"127.0.0.1:{free_port()}",
-                                                       auth_url=f"127.0.0.1:{free_port()}"))
+                                                       auth_url=f"127.0.0.1:{free_port()}", server="process"))
     yield cfg
     registry.down(cfg, purge=True)
 

@@ -80,6 +80,28 @@ def test_engine_allows_http_only_to_loopback_or_insecure_registries(address, reg
     assert registry.engine_allows_http(registry_config, address) is allowed
 
 
+@pytest.mark.parametrize(
+    ("setting", "running", "pullable", "expected"),
+    [
+        ("auto", None, True, "container"),
+        ("auto", None, False, "process"),
+        ("auto", "process", True, "process"),  # keeps what runs: no needless restart
+        ("process", "container", True, "process"),
+        ("container", "process", True, "container"),
+    ],
+)
+def test_choose_server(tmp_path, monkeypatch, setting, running, pullable, expected):
+    monkeypatch.setattr(registry, "_upstream_image_available", lambda config: pullable)
+    assert registry._choose_server(make_config(tmp_path, server=setting), running) == expected
+
+
+def test_container_wanted_but_not_pullable_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_upstream_image_available", lambda config: False)
+    with pytest.raises(RegistryError, match="neither has nor can pull registry:2") as caught:
+        registry._choose_server(make_config(tmp_path, server="container"), None)
+    assert "registry.server: process" in caught.value.hint
+
+
 # ---- credentials
 
 
