@@ -226,3 +226,38 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(start_server: Any, tmp_pa
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.rest_url}/v1/models/linear", timeout=5)
     assert "Shutting down: draining in-flight requests" in server.log()
+
+
+def test_ports_open_only_once_models_load_and_config_file_is_polled(
+        start_server: Any, tmp_path: Path, linear_versions: dict[int, str]) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    copy_version(linear_versions[1], str(second), 1)
+    config = _write_config(tmp_path / "models.config", [f'name: "first" base_path: "{first}"'])
+    server: ServerProcess = start_server(f"--model_config_file={config}", "--file_system_poll_wait_seconds=1",
+                                         "--model_config_file_poll_wait_seconds=1", "--rest_api_timeout_in_ms=1000",
+                                         wait=False)
+    # No version on disk yet: the server waits for one and keeps its ports closed (as TF Serving does).
+    for _ in range(3):
+        assert server.process.poll() is None
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{server.rest_url}/v1/models/first", timeout=5)
+        time.sleep(1)
+    copy_version(linear_versions[2], str(first), 2)
+    server.wait_ready()
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        assert _predict(channel, "first", 1.0) == (2, 10.0)
+        _write_config(config, [f'name: "first" base_path: "{first}"', f'name: "second" base_path: "{second}"'])
+        for _ in range(60):  # bounded: the config file is read every second
+            try:
+                if _predict(channel, "second", 1.0) == (1, 1.0):
+                    break
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND
+            time.sleep(0.5)
+        assert _predict(channel, "second", 1.0) == (1, 1.0)
+    # --rest_api_timeout_in_ms: a request running past it is answered 504 DEADLINE_EXCEEDED.
+    slow = requests.post(f"{server.rest_url}/v1/models/first:predict",
+                         json={"signature_name": "busy", "inputs": 300_000}, timeout=60)
+    assert slow.status_code == 504
+    assert slow.json() == {"error": "Request timed out"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from concurrent import futures
@@ -83,6 +84,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: RestServer
     protocol_version = "HTTP/1.1"
     server_version = "tfship-model-server"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in separate writes: without NODELAY, Nagle + delayed ACK add ~40 ms each.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # per-request access logs would dominate the output under load
