@@ -6,7 +6,6 @@ image runs (tests/integration/test_export.py runs it there).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
