@@ -45,13 +45,22 @@ TWO_MODELS = """models:
 """
 
 
+def serving_tags(config: tfconfig.Config) -> set[str]:
+    return {ref for image in docker_client.api().images(name=config.images.serving) for ref in image["RepoTags"] or []}
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tfconfig.Config:
+def project(tmp_path_factory) -> Iterator[tfconfig.Config]:
     engine.ensure_engine()
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(TESTDATA / "saved_model_half_plus_two_2_versions", root / "models" / "half_plus_two")
     shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", root / "models" / "hp2cpu")
-    return write_project(root, TWO_MODELS)
+    config = write_project(root, TWO_MODELS)
+    yield config
+    # The test images go; the shared TensorFlow and runtime images stay as the engine's cache for the next run.
+    for ref in serving_tags(config) | {ref for image in docker_client.api().images(name=config.images.devel)
+                                       for ref in image["RepoTags"] or []}:
+        docker_client.remove_image(ref)
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +267,10 @@ def test_a_serving_image_that_fails_acceptance_is_removed(serving, project, monk
     real_predict = images.predict_once
     monkeypatch.setattr(images, "predict_once", lambda session, rest, name: real_predict(session, rest, "absent"))
     (project.models_path / "hp2cpu" / "00000123" / "assets" / "extra.txt").write_text("forces a new tag\n")
+    before = serving_tags(project)
     try:
         with pytest.raises(DockerError, match="absent"):
             images.ensure_serving_image(project)
-        staging_tag = None
-        for image in docker_client.api().images(name=project.images.serving):
-            for ref in image.get("RepoTags") or []:
-                if ref != serving.local_ref:
-                    staging_tag = ref
-        assert staging_tag is None, f"{staging_tag} survived a failed acceptance"
+        assert serving_tags(project) == before, "a serving image survived a failed acceptance"
     finally:
         (project.models_path / "hp2cpu" / "00000123" / "assets" / "extra.txt").unlink()
