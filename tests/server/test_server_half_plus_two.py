@@ -257,6 +257,14 @@ def test_rest_predict_row_format(server: ServerProcess) -> None:
     assert reply.json() == {"predictions": [3.0, 3.5, 4.0]}
 
 
+def test_rest_bodies_are_byte_for_byte_tf_serving(server: ServerProcess) -> None:
+    predict = _post(server, "/v1/models/default:predict", {"instances": [2.0, 3.0, 4.0]})
+    assert predict.content == b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'
+    status = requests.get(f"{server.rest_url}/v1/models/default", timeout=RPC_TIMEOUT)
+    assert status.content == (b'{\n "model_version_status": [\n  {\n   "version": "123",\n   "state": "AVAILABLE",\n'
+                              b'   "status": {\n    "error_code": "OK",\n    "error_message": ""\n   }\n  }\n ]\n}')
+
+
 def test_rest_predict_named_row_format(server: ServerProcess) -> None:
     reply = _post(server, "/v1/models/default:predict", {"instances": [{"x": [2.0]}, {"x": [4.0]}]})
     assert reply.json() == {"predictions": [[3.0], [4.0]]}

@@ -9,7 +9,8 @@ import numpy as np
 
 from tfship.server.models import DEFAULT_SIGNATURE, ModelVersion
 from tfship.server.status import invalid_argument
-from tfship.server.tensors import json_to_ndarray, ndarray_to_json
+from tfship.server.rest_json import outputs_json, predictions_json
+from tfship.server.tensors import json_to_ndarray
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -84,8 +85,8 @@ def _as_batch_matrix(array: np.ndarray | None, batch: int, alias: str) -> np.nda
 
 # --- REST predict: row ("instances") and columnar ("inputs") formats --------------------------------------
 
-def predict_json(version: ModelVersion, body: dict[str, Any]) -> tuple[str, Any]:
-    """(response key, value) of a REST predict: ("predictions", rows) or ("outputs", columns)."""
+def predict_json(version: ModelVersion, body: dict[str, Any]) -> bytes:
+    """The response body of a REST predict: {"predictions": rows} or {"outputs": columns}."""
     signature_name = body.get("signature_name") or DEFAULT_SIGNATURE
     if not isinstance(signature_name, str):
         raise invalid_argument("'signature_name' must be a string")
@@ -101,11 +102,11 @@ def predict_json(version: ModelVersion, body: dict[str, Any]) -> tuple[str, Any]
         inputs = _columnar_inputs(body["inputs"], signature.inputs, aliases)
     outputs = signature.run(inputs)
     if has_columns:
-        if len(outputs) == 1:
-            alias, array = next(iter(outputs.items()))
-            return "outputs", ndarray_to_json(array, alias)
-        return "outputs", {alias: ndarray_to_json(array, alias) for alias, array in outputs.items()}
-    return "predictions", _rows_from_outputs(outputs)
+        return outputs_json(outputs)
+    batch_sizes = {array.shape[0] if array.ndim else None for array in outputs.values()}
+    if len(batch_sizes) != 1 or None in batch_sizes:
+        raise invalid_argument("Output tensors do not share a batch dimension: use the columnar 'inputs' format")
+    return predictions_json(outputs)
 
 
 def _row_inputs(instances: Any, specs: dict[str, Any], aliases: Sequence[str]) -> dict[str, np.ndarray]:
@@ -151,15 +152,3 @@ def _columnar_inputs(columns: Any, specs: dict[str, Any], aliases: Sequence[str]
         raise invalid_argument(f"The signature has {len(aliases)} inputs {list(aliases)}: "
                                "'inputs' must be an object naming each input")
     return {aliases[0]: json_to_ndarray(columns, specs[aliases[0]].dtype, aliases[0])}
-
-
-def _rows_from_outputs(outputs: dict[str, np.ndarray]) -> list[Any]:
-    batch_sizes = {array.shape[0] if array.ndim else None for array in outputs.values()}
-    if len(batch_sizes) != 1 or None in batch_sizes:
-        raise invalid_argument("Output tensors do not share a batch dimension: use the columnar 'inputs' format")
-    if len(outputs) == 1:
-        alias, array = next(iter(outputs.items()))
-        return ndarray_to_json(array, alias)  # type: ignore[no-any-return]
-    columns = {alias: ndarray_to_json(array, alias) for alias, array in outputs.items()}
-    batch = batch_sizes.pop() or 0
-    return [{alias: column[row] for alias, column in columns.items()} for row in range(batch)]

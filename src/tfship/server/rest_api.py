@@ -21,6 +21,7 @@ from tfship.server.grpc_api import model_metadata, model_status
 from tfship.server.metrics import Metrics
 from tfship.server.model_config import MonitoringOptions
 from tfship.server.models import DEFAULT_SIGNATURE, ModelManager
+from tfship.server.rest_json import classification_json, error_json, regression_json
 from tfship.server.status import ServingError, invalid_argument, not_found
 from tfship.server.tensors import serialized_examples_from_json
 
@@ -130,11 +131,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, payload)
                 self.server.metrics.record(model_name, api, "REST", "OK", time.perf_counter() - started)
             except ServingError as error:
-                self._send(error.http_status, json.dumps({"error": error.message}).encode())
+                self._send(error.http_status, error_json(error.message))
                 self.server.metrics.record(model_name, api, "REST", error.code.name, time.perf_counter() - started)
             except Exception as error:  # noqa: BLE001 - a server bug must still answer, not drop the connection
                 log.exception("REST %s %s failed", method, self.path)
-                self._send(500, json.dumps({"error": f"Internal error: {error}"}).encode())
+                self._send(500, error_json(f"Internal error: {error}"))
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -164,14 +165,13 @@ class _Handler(BaseHTTPRequestHandler):
             request = _parse_json(body)
             servable = manager.resolve(name, version, label)
             if api == "predict":
-                key, value = inference.predict_json(servable, request)
-                return json.dumps({key: value}).encode()
+                return inference.predict_json(servable, request)
             signature_name = request.get("signature_name") or DEFAULT_SIGNATURE
             serialized = serialized_examples_from_json(request)
             if api == "classify":
                 rows = inference.classify(servable, signature_name, serialized)
-                return json.dumps({"results": [[[c.label, c.score] for c in row] for row in rows]}).encode()
-            return json.dumps({"results": inference.regress(servable, signature_name, serialized)}).encode()
+                return classification_json([[(c.label, c.score) for c in row] for row in rows])
+            return regression_json(inference.regress(servable, signature_name, serialized))
 
         return infer
 

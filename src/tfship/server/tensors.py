@@ -99,24 +99,6 @@ def _contains_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
-def ndarray_to_json(array: np.ndarray, alias: str) -> Any:
-    """TF Serving's JSON of a tensor: nested lists; strings as UTF-8 text, or {"b64"} when alias ends in _bytes."""
-    if array.dtype == object or array.dtype.kind == "S":
-        as_b64 = alias.endswith("_bytes")
-
-        def encode(item: Any) -> Any:
-            if isinstance(item, list):
-                return [encode(element) for element in item]
-            if as_b64:
-                return {"b64": base64.b64encode(item).decode("ascii")}
-            return item.decode("utf-8", errors="replace")
-
-        return encode(array.tolist())
-    if array.dtype.kind == "c":
-        raise invalid_argument(f"output {alias}: complex tensors have no JSON form")
-    return array.tolist()
-
-
 # --- tf.Example inputs of classify / regress -------------------------------------------------------------
 
 def _feature_from_json(name: str, value: Any) -> feature_pb2.Feature:
