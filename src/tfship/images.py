@@ -29,6 +29,7 @@ import requests
 
 from tfship import artifacts as artifacts_mod
 from tfship import bases, docker_client
+from tfship import models as model_stage
 from tfship.artifacts import ImageArtifact
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
@@ -180,12 +181,11 @@ def serving_plan(config: Config, runtime_ref: str, runtime_id: str, context_mode
 
 def served_versions(config: Config, spec: ModelSpec) -> dict[int, Path]:
     """version -> folder for the versions spec's policy serves (latest: the newest; all; specific: the listed)."""
-    folder = config.models_path / spec.name
-    found: dict[int, Path] = {}
-    if folder.is_dir():
-        for child in folder.iterdir():
-            if child.is_dir() and child.name.isdigit() and (child / "saved_model.pb").is_file():
-                found[int(child.name)] = child
+    folder = model_stage.model_dir(config, spec.name)
+    found = model_stage.version_dirs(folder)  # a non-integer version folder is a ModelError naming it
+    for version_dir in found.values():
+        if not (version_dir / "saved_model.pb").is_file():
+            raise ModelError(f"{version_dir} has no saved_model.pb", f"re-export it or remove {version_dir}")
     if not found:
         raise ModelError(f"no exported version of model '{spec.name}' in {folder}",
                          f"run: invoke export --model {spec.name} (or invoke model.add)")
@@ -259,15 +259,9 @@ def stage_models(config: Config, into: Path) -> dict[str, list[int]]:
 
 
 def validate_models(config: Config) -> None:
-    """The model stage's full validation (loads every model, checks signatures) when that module is present."""
-    try:
-        from tfship import models as models_stage  # written alongside; optional until it lands
-    except ImportError:
-        return
-    validate = getattr(models_stage, "validate_all", None)
-    if validate is not None:
-        for line in validate(config):
-            say(f"    {line}")
+    """The model stage's full validation (every model loads and has its signatures), before a serving build."""
+    for line in model_stage.validate_all(config):
+        say(f"    {line}")
 
 
 # --------------------------------------------------------------------------------------------------------------

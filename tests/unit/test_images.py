@@ -105,13 +105,23 @@ def config_with(tmp_path: Path, *specs: ModelSpec) -> Config:
 
 def test_served_versions_follow_the_policy(tmp_path):
     make_model(tmp_path, "m", ["1", "2", "10"])
-    (tmp_path / "models" / "m" / "notes").mkdir()  # not a version: ignored
     latest = config_with(tmp_path, ModelSpec(name="m"))
     assert list(images.served_versions(latest, latest.models[0])) == [10]
     every = config_with(tmp_path, ModelSpec(name="m", version_policy="all"))
     assert list(images.served_versions(every, every.models[0])) == [1, 2, 10]
     specific = config_with(tmp_path, ModelSpec(name="m", version_policy="specific", versions=[2]))
     assert list(images.served_versions(specific, specific.models[0])) == [2]
+
+
+def test_served_versions_refuse_a_non_integer_or_empty_version(tmp_path):
+    make_model(tmp_path, "m", ["1"])
+    config = config_with(tmp_path, ModelSpec(name="m"))
+    (tmp_path / "models" / "m" / "2").mkdir()
+    with pytest.raises(ModelError, match="has no saved_model.pb"):
+        images.served_versions(config, config.models[0])
+    (tmp_path / "models" / "m" / "2").rename(tmp_path / "models" / "m" / "notes")
+    with pytest.raises(ModelError, match="notes is not an integer version folder"):
+        images.served_versions(config, config.models[0])
 
 
 def test_served_versions_errors_name_the_folder(tmp_path):
