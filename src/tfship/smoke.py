@@ -67,8 +67,8 @@ def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[Smok
         version = max(versions)
         case = SmokeCase(model=spec.name, version=version, signatures=list(spec.signatures),
                          max_error_rate=config.smoke.max_error_rate)
-        version_dir = config.models_path / spec.name / str(version)
-        if (version_dir / models.SMOKE_SAMPLE).is_file():
+        version_dir = models.version_dirs(models.model_dir(config, spec.name)).get(version)
+        if version_dir is not None and (version_dir / models.SMOKE_SAMPLE).is_file():
             apply_sample(case, models.load_smoke_sample(version_dir), version_dir / models.SMOKE_SAMPLE)
         cases.append(case)
     return cases
