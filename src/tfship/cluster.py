@@ -31,7 +31,7 @@ from tfship import proc
 from tfship.config import Config, cache_dir, state_dir
 from tfship.engine import apt_install, ensure_engine
 from tfship.errors import KubernetesError
-from tfship.progress import Step, say, step
+from tfship.progress import Step, step
 
 KUBERNETES_VERSION = "1.20.2"
 SOURCE_PACKAGE = "kubernetes"
@@ -283,7 +283,7 @@ def ensure_pause_image() -> str:
         with step(f"Building the pause image {PAUSE_IMAGE}") as progress, tempfile.TemporaryDirectory() as context:
             source = source_tree() / "build" / "pause" / "linux" / "pause.c"
             proc.run(
-                ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v3.4-tfship", "-o",
+                ["gcc", "-Os", "-Wall", "-Werror", "-static", "-DVERSION=v3.4-tfship", "-o",
                  Path(context) / "pause", source],
                 timeout=120, error=KubernetesError, hint=f"check that {source} exists (rerun cluster.up)",
             )
