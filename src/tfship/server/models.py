@@ -91,11 +91,20 @@ class Signature:
         try:
             outputs = self.function(**tensors)
         except tf.errors.OpError as error:
-            raise ServingError(code_from_number(error.error_code), error.message.split("\n")[0])
+            raise ServingError(code_from_number(error.error_code), op_error_summary(error.message))
         except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
             raise invalid_argument(str(error).split("\n")[0])
         wanted = output_filter or self.output_aliases
         return {alias: outputs[alias].numpy() for alias in wanted}
+
+
+def op_error_summary(message: str) -> str:
+    """The line of a TensorFlow runtime error that says what went wrong, without eager-mode boilerplate."""
+    boilerplate = ("Graph execution error:", "Detected at node", "<stack traces unavailable>", "File ")
+    for line in message.splitlines():
+        if line.strip() and not line[0].isspace() and not line.startswith(boilerplate):
+            return line
+    return message.strip().splitlines()[0] if message.strip() else "TensorFlow runtime error"
 
 
 class ModelVersion:

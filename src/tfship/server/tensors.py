@@ -75,6 +75,7 @@ def _decode_b64(value: Any) -> Any:
 
 
 def json_to_ndarray(value: Any, dtype: tf.DType, alias: str) -> np.ndarray:
+    """A JSON value as a tensor of the signature's dtype; like TF Serving, no lossy conversions."""
     value = _decode_b64(value)
     try:
         if dtype == tf.string:
@@ -86,17 +87,28 @@ def json_to_ndarray(value: Any, dtype: tf.DType, alias: str) -> np.ndarray:
                 elif not isinstance(item, bytes):
                     raise ValueError(f"{item!r} is not a string")
             return array
-        if dtype != tf.bool and _contains_bool(value):
-            raise ValueError("a boolean where numbers are expected")
+        leaf_types = _leaf_types(value)
+        if dtype == tf.bool:
+            allowed: tuple[type, ...] = (bool,)
+        elif dtype.is_integer:
+            allowed = (int,)
+        else:
+            allowed = (int, float)
+        wrong = leaf_types - set(allowed)
+        if wrong:
+            raise ValueError(f"{sorted(t.__name__ for t in wrong)[0]} values where {dtype.name} is expected")
         return np.array(value, dtype=dtype.as_numpy_dtype)
     except (ValueError, TypeError, OverflowError) as error:
         raise invalid_argument(f"input {alias}: cannot be read as {dtype.name} tensor: {error}")
 
 
-def _contains_bool(value: Any) -> bool:
+def _leaf_types(value: Any) -> set[type]:
     if isinstance(value, list):
-        return any(_contains_bool(item) for item in value)
-    return isinstance(value, bool)
+        found: set[type] = set()
+        for item in value:
+            found |= _leaf_types(item)
+        return found
+    return {type(value)}
 
 
 # --- tf.Example inputs of classify / regress -------------------------------------------------------------
