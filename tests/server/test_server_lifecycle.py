@@ -95,6 +95,15 @@ def test_version_policies_labels_and_config_reload(start_server: Any, tmp_path: 
         unknown_label = requests.post(f"{rest}/labels/nope:predict", json={"instances": [[2.0]]}, timeout=RPC_TIMEOUT)
         assert unknown_label.status_code == 400
 
+        # A reload whose label names a version that is not available is refused as a whole.
+        refused = model_management_pb2.ReloadConfigRequest()
+        text_format.Parse(f'model_config_list {{ config {{ name: "latest" base_path: "{base}" '
+                          'version_labels { key: "stable" value: 999 } } }', refused.config)
+        with pytest.raises(grpc.RpcError) as raised:
+            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(refused, RPC_TIMEOUT)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _predict(channel, "specific", 2.0) == (123, 3.0)  # nothing was dropped
+
         # HandleReloadConfigRequest: drop two models, add one; the kept one serves throughout.
         tiny_base = tmp_path / "tiny"
         copy_version(linear_versions[2], str(tiny_base), 2)

@@ -202,22 +202,21 @@ class ModelManager:
     # --- configuration and polling ---
 
     def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Serve exactly the models of config (new ones loaded now, dropped ones unloaded), then check labels."""
+        """Serve exactly the models of config: new ones loaded now, dropped ones unloaded. All or nothing:
+        when a label cannot be assigned the previous models keep serving unchanged."""
         with self._sync_lock:
-            wanted = {model.name: model for model in config.model_config_list.config}
-            models = dict(self._models)
-            for name in list(models):
-                if name not in wanted:
-                    self._unload_all(models.pop(name))
-            for name, model_config in wanted.items():
-                if name in models:
-                    models[name].config = model_config
-                else:
-                    models[name] = ManagedModel(config=model_config)
-            self._models = models
-            for managed in models.values():
+            candidate: dict[str, ManagedModel] = {}
+            for model_config in config.model_config_list.config:
+                current = self._models.get(model_config.name)
+                if current is None:
+                    candidate[model_config.name] = ManagedModel(config=model_config)
+                else:  # a copy, so a refused config leaves the serving one untouched
+                    candidate[model_config.name] = ManagedModel(
+                        model_config, dict(current.available), dict(current.statuses), set(current.failed_paths))
+            for managed in candidate.values():
                 self._sync_model(managed)
-            self._check_labels()
+            self._check_labels(candidate)
+            self._models = candidate
         self.on_change()
 
     def poll(self) -> None:
@@ -227,8 +226,8 @@ class ModelManager:
                 self._sync_model(managed)
         self.on_change()
 
-    def _check_labels(self) -> None:
-        for name, managed in self._models.items():
+    def _check_labels(self, models: Mapping[str, ManagedModel]) -> None:
+        for name, managed in models.items():
             for label, version in managed.labels.items():
                 if version not in managed.available and not self._allow_labels_for_unavailable:
                     raise ServingError(
@@ -271,9 +270,6 @@ class ModelManager:
                 managed.statuses[version] = VersionStatus(version, VersionState.END)
                 log.info("Unloaded servable version {name: %s version: %d}", name, version)
         managed.available = available
-
-    def _unload_all(self, managed: ManagedModel) -> None:
-        managed.available = {}
 
     # --- lookups used by requests ---
 
