@@ -39,6 +39,10 @@ def quietly(action):
         return action()
 
 
+def dangling_images() -> set[str]:
+    return {image["Id"] for image in docker_client.api().images(filters={"dangling": True})}
+
+
 def size_mb(ref: str) -> float:
     return docker_client.inspect_image(ref)["Size"] / 1e6
 
@@ -56,6 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     engine.ensure_engine()
     work = Path(tempfile.mkdtemp(prefix="tfship-bench-"))
+    dangling_before = dangling_images()
     try:
         shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", work / "models" / "half_plus_two")
         (work / "tfship.yaml").write_text(
@@ -103,6 +108,10 @@ def main() -> None:
         print(f"  serving adds {size_mb(serving.local_ref) - size_mb(base):.0f} MB over its base {base}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if args.cold:  # the uncached builder stages (GBs each) are this run's, not anyone's cache
+            for image_id in dangling_images() - dangling_before:
+                if any("tfship-build" in entry.get("CreatedBy", "") for entry in docker_client.api().history(image_id)):
+                    docker_client.remove_image(image_id)
         for name in ("tfship-bench-devel", "tfship-bench-serving", "tfship-bench-tf", "tfship-bench-runtime-python"):
             for image in docker_client.api().images(name=name):
                 for ref in image.get("RepoTags") or []:
