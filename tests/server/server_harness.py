@@ -16,6 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 TESTDATA = Path(os.environ.get("TFSHIP_TF_SERVING_TESTDATA", "/work/shared/testdata/tf_serving"))
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_TWO_2_VERSIONS = TESTDATA / "saved_model_half_plus_two_2_versions"
+
+
+def require_testdata() -> None:
+    """A clear failure (not a skip) when TF Serving's test models are missing on this machine."""
+    if not (HALF_PLUS_TWO / "00000123" / "saved_model.pb").is_file():
+        raise AssertionError(f"TF Serving's half_plus_two test models are not in {TESTDATA}: copy them from "
+                             "tensorflow_serving/servables/tensorflow/testdata or set TFSHIP_TF_SERVING_TESTDATA")
 STARTUP_TIMEOUT_S = 90.0  # TensorFlow's import alone takes seconds on a busy 2-core machine
 
 
@@ -29,6 +36,8 @@ class ServerProcess:
     """One model server subprocess; its stderr goes to a log file shown when something goes wrong."""
 
     def __init__(self, args: list[str], log_path: Path):
+        if any(str(TESTDATA) in arg for arg in args):
+            require_testdata()
         self.grpc_port = free_port()
         self.rest_port = free_port()
         self.log_path = log_path

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +27,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 import tensorflow as tf
-from server_harness import HALF_PLUS_TWO_2_VERSIONS, ServerProcess
+from server_harness import HALF_PLUS_TWO, HALF_PLUS_TWO_2_VERSIONS, ServerProcess, require_testdata
 from tiny_models import copy_version, save_broken_version, save_linear_model
 
 RPC_TIMEOUT = 20.0
@@ -69,6 +72,7 @@ def _predict(channel: grpc.Channel, name: str, x: float, version: int | None = N
 def test_version_policies_labels_and_config_reload(start_server: Any, tmp_path: Path,
                                                    linear_versions: dict[int, str]) -> None:
     base = HALF_PLUS_TWO_2_VERSIONS
+    require_testdata()  # the config file names TF Serving's models; the server only sees the file
     config = _write_config(tmp_path / "models.config", [
         f'name: "all" base_path: "{base}" model_platform: "tensorflow" model_version_policy {{ all {{}} }} '
         'version_labels { key: "stable" value: 123 } version_labels { key: "canary" value: 124 }',
@@ -270,3 +274,16 @@ def test_ports_open_only_once_models_load_and_config_file_is_polled(
                          json={"signature_name": "busy", "inputs": 300_000}, timeout=60)
     assert slow.status_code == 504
     assert slow.json() == {"error": "Request timed out"}
+
+
+def test_port_in_use_is_a_one_line_error() -> None:
+    require_testdata()
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        port = occupant.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "tfship.server", f"--port={port}", "--bind_address=127.0.0.1",
+                                 f"--model_base_path={HALF_PLUS_TWO}"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"tfship.server: error: cannot listen for gRPC on "
+                                                             f"127.0.0.1:{port}")

@@ -81,8 +81,11 @@ def start(options: ServerOptions) -> RunningServer:
     _wait_for_initial_models(manager, options)
 
     metrics = Metrics()
-    grpc_server, health = build_grpc_server(manager, metrics, f"{options.bind_address}:{options.port}",
-                                            options.grpc_max_threads)
+    try:
+        grpc_server, health = build_grpc_server(manager, metrics, f"{options.bind_address}:{options.port}",
+                                                options.grpc_max_threads)
+    except RuntimeError as error:
+        raise RuntimeError(f"cannot listen for gRPC on {options.bind_address}:{options.port}: {error}")
     rest_server = None
     if options.rest_api_port:
         try:

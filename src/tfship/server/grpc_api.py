@@ -218,7 +218,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Handler):
 
 def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str,
                       max_workers: int) -> tuple[grpc.Server, health.HealthServicer]:
-    """A started-later gRPC server with every service registered; raises OSError-like RuntimeError if bind fails."""
+    """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
@@ -228,7 +228,8 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str,
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, metrics), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(address)
+    if server.add_insecure_port(address) == 0:  # older grpcio reports a failed bind this way, newer ones raise
+        raise RuntimeError("address in use or not available")
     return server, health_servicer
 
 
