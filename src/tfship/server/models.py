@@ -49,6 +49,12 @@ class VersionStatus:
 @dataclass(frozen=True)
 class InputSpec:
     dtype: tf.DType
+    numpy_dtype: np.dtype
+
+    @classmethod
+    def of(cls, dtype_enum: int) -> "InputSpec":
+        dtype = tf.dtypes.as_dtype(dtype_enum)
+        return cls(dtype, np.dtype(object) if dtype == tf.string else np.dtype(dtype.as_numpy_dtype))
 
 
 class Signature:
@@ -59,7 +65,7 @@ class Signature:
         self.definition = definition
         self.method_name = definition.method_name
         self.function = function
-        self.inputs = {alias: InputSpec(tf.dtypes.as_dtype(info.dtype)) for alias, info in definition.inputs.items()}
+        self.inputs = {alias: InputSpec.of(info.dtype) for alias, info in definition.inputs.items()}
         self.output_aliases = sorted(definition.outputs)
 
     def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
@@ -83,11 +89,11 @@ class Signature:
                 )
         tensors = {}
         for alias, array in inputs.items():
-            expected = self.inputs[alias].dtype
-            given = tf.dtypes.as_dtype(tf.string if array.dtype == object or array.dtype.kind in "SU" else array.dtype)
-            if given != expected:
-                raise invalid_argument(f"Expects arg[{alias}] to be {expected.name} but {given.name} is provided")
-            tensors[alias] = tf.constant(array, dtype=expected)
+            spec = self.inputs[alias]
+            if array.dtype != spec.numpy_dtype and not (spec.dtype == tf.string and array.dtype.kind in "OSU"):
+                given = tf.dtypes.as_dtype(tf.string if array.dtype.kind in "OSU" else array.dtype)
+                raise invalid_argument(f"Expects arg[{alias}] to be {spec.dtype.name} but {given.name} is provided")
+            tensors[alias] = tf.constant(array, dtype=spec.dtype)
         try:
             outputs = self.function(**tensors)
         except tf.errors.OpError as error:
