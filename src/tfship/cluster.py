@@ -331,15 +331,15 @@ def list_processes() -> list[ProcessInfo]:
 
 
 def cluster_processes(
-    processes: list[ProcessInfo], *, session: int | None, bin_dir: Path, etcd_dir: Path, own_pid: int
+    processes: list[ProcessInfo], *, session: int | None, bin_dirs: list[Path], etcd_dir: Path, own_pid: int
 ) -> list[int]:
     """The pids that belong to the local cluster: any process running one of our built binaries, the etcd
     serving our data dir, and the rest of the session local-up-cluster.sh started them in (sudo wrappers).
     The recorded session counts only while one of those still lives in it: a stale id may have been reused."""
-    bin_prefix = str(bin_dir).rstrip("/") + "/"
+    prefixes = tuple(str(folder).rstrip("/") + "/" for folder in bin_dirs)
 
     def runs_ours(info: ProcessInfo) -> bool:
-        if info.exe.startswith(bin_prefix) or any(a.startswith(bin_prefix) for a in info.argv[:3]):
+        if info.exe.startswith(prefixes) or any(a.startswith(prefixes) for a in info.argv[:3]):
             return True
         return bool(info.argv) and Path(info.argv[0]).name == "etcd" and _flag_value(info.argv, "--data-dir") == str(etcd_dir)
 
@@ -368,7 +368,11 @@ def _recorded_session() -> int | None:
 
 def running_pids() -> list[int]:
     return cluster_processes(
-        list_processes(), session=_recorded_session(), bin_dir=binaries_dir(), etcd_dir=local_state() / "etcd",
+        list_processes(),
+        session=_recorded_session(),
+        # local-up-cluster.sh starts them through the _output/bin symlink; /proc/PID/exe shows the real folder.
+        bin_dirs=[binaries_dir(), source_tree() / "_output" / "bin"],
+        etcd_dir=local_state() / "etcd",
         own_pid=os.getpid(),
     )
 

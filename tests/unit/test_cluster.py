@@ -13,11 +13,14 @@ from tfship.config import Config, KubernetesConfig
 from tfship.errors import KubernetesError
 
 BIN = Path("/cache/kubernetes-1.20.2/src/_output/local/bin/linux/amd64")
+BIN_LINK = Path("/cache/kubernetes-1.20.2/src/_output/bin")
 ETCD_DIR = Path("/state/kubernetes/etcd")
 
 
 def select(processes: list[ProcessInfo], session: int | None = 500) -> list[int]:
-    return cluster.cluster_processes(processes, session=session, bin_dir=BIN, etcd_dir=ETCD_DIR, own_pid=42)
+    return cluster.cluster_processes(
+        processes, session=session, bin_dirs=[BIN, BIN_LINK], etcd_dir=ETCD_DIR, own_pid=42
+    )
 
 
 def test_the_recorded_session_counts_while_our_binaries_live_in_it():
@@ -42,7 +45,7 @@ def test_our_binaries_are_found_outside_the_session():
         ProcessInfo(700, 1, str(BIN / "kube-apiserver"), (str(BIN / "kube-apiserver"), "--v=3")),
         ProcessInfo(701, 1, "/usr/local/bin/kube-apiserver", ("/usr/local/bin/kube-apiserver",)),
         # sudo wrapping our kubelet: its exe is sudo, but its argv names our binary.
-        ProcessInfo(702, 1, "/usr/bin/sudo", ("sudo", "-E", str(BIN / "kubelet"))),
+        ProcessInfo(702, 1, "/usr/bin/sudo", ("sudo", "-E", str(BIN_LINK / "kubelet"))),
     ]
     assert select(processes, session=None) == [700, 702]
 
