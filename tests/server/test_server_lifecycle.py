@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import pytest
 import requests
+import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import (
     get_model_status_pb2,
@@ -24,9 +25,7 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from tensorflow_serving.config import model_server_config_pb2
 
-import tensorflow as tf
 from server_harness import HALF_PLUS_TWO, HALF_PLUS_TWO_2_VERSIONS, ServerProcess, require_testdata
 from tiny_models import copy_version, save_broken_version, save_linear_model
 

@@ -9,8 +9,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from tfship.server.flags import USAGE_EXIT_CODE, FlagError, ServerOptions, parse_flags
+
+if TYPE_CHECKING:  # the real imports wait for start(): TensorFlow is slow to import, flag errors are not
+    import grpc
+    from grpc_health.v1.health import HealthServicer
+
+    from tfship.server.models import ModelManager
+    from tfship.server.rest_api import RestServer
 
 log = logging.getLogger("tfship.server")
 
@@ -19,10 +27,10 @@ log = logging.getLogger("tfship.server")
 class RunningServer:
     """A started server (in this process); stop() drains it. Used by the CLI, tests and the bench."""
 
-    grpc_server: object
-    health: object
-    rest_server: object | None
-    manager: object
+    grpc_server: grpc.Server
+    health: HealthServicer
+    rest_server: RestServer | None
+    manager: ModelManager
     grpc_port: int
     rest_port: int
     _pollers: list[threading.Thread]
@@ -31,17 +39,17 @@ class RunningServer:
     def stop(self, grace_seconds: float) -> bool:
         """Stop accepting, let in-flight requests finish within grace_seconds; True when all of them did."""
         self._stopping.set()
-        self.health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+        self.health.enter_graceful_shutdown()
         deadline = time.monotonic() + grace_seconds
-        grpc_done = self.grpc_server.stop(grace_seconds)  # type: ignore[attr-defined]
+        grpc_done = self.grpc_server.stop(grace_seconds)
         rest_drained = True
         if self.rest_server is not None:
             rest = self.rest_server
-            rest.draining = True  # type: ignore[attr-defined]
-            rest.shutdown()  # type: ignore[attr-defined]
-            rest.server_close()  # type: ignore[attr-defined]
-            rest_drained = rest.in_flight.wait_idle(max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
-            rest.pool.shutdown(wait=False)  # type: ignore[attr-defined]
+            rest.draining = True
+            rest.shutdown()
+            rest.server_close()
+            rest_drained = rest.in_flight.wait_idle(max(0.0, deadline - time.monotonic()))
+            rest.pool.shutdown(wait=False)
         grpc_drained = grpc_done.wait(max(0.0, deadline - time.monotonic()))
         for poller in self._pollers:
             poller.join(timeout=1.0)
@@ -121,25 +129,25 @@ def start(options: ServerOptions) -> RunningServer:
                          pollers, stopping)
 
 
-def _wait_for_initial_models(manager: object, options: ServerOptions) -> None:
+def _wait_for_initial_models(manager: ModelManager, options: ServerOptions) -> None:
     """Ports open only once every model has a version AVAILABLE (as TF Serving); a model whose versions all
     failed to load is fatal; a model with no version yet on disk is waited for, polling the base path."""
     while True:
-        failures = manager.initial_failures()  # type: ignore[attr-defined]
+        failures = manager.initial_failures()
         if failures:
             raise RuntimeError(failures[0])
-        missing = [name for name in manager.model_names() if not manager.has_available(name)]  # type: ignore
+        missing = [name for name in manager.model_names() if not manager.has_available(name)]
         if not missing:
             return
         time.sleep(max(options.file_system_poll_wait_seconds, 1))
-        manager.poll()  # type: ignore[attr-defined]
+        manager.poll()
 
 
-def _poller(name: str, period: float, stopping: threading.Event, work: object) -> threading.Thread:
+def _poller(name: str, period: float, stopping: threading.Event, work: Callable[[], None]) -> threading.Thread:
     def loop() -> None:
         while not stopping.wait(period):
             try:
-                work()  # type: ignore[operator]
+                work()
             except Exception as error:  # noqa: BLE001 - a bad poll is logged; serving goes on
                 log.error("%s failed: %s", name, str(error).split("\n")[0])
 
