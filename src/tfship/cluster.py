@@ -54,6 +54,21 @@ CERT_DIR = Path("/var/run/kubernetes")
 APISERVER_PORT = 6443
 ETCD_PORT = 2379
 
+# local-up-cluster.sh's default audits every request (megabytes a minute); keep the changes people make.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  verbs: [get, list, watch]
+- level: None
+  resources: [{group: coordination.k8s.io, resources: [leases]}]
+- level: None
+  users: [system:kube-controller-manager, system:kube-scheduler, system:apiserver, system:kube-proxy]
+- level: None
+  userGroups: [system:nodes]
+- level: Metadata
+"""
+
 KIND_CLUSTER_NAME = "tfship"
 KIND_REGISTRY_NAME = "tfship-kind-registry"
 
@@ -437,7 +452,7 @@ def remove_pod_containers() -> int:
 # Starting the local cluster
 
 
-def local_up_environment(log_dir: Path, etcd_dir: Path) -> dict[str, str]:
+def local_up_environment(log_dir: Path, etcd_dir: Path, audit_policy: Path) -> dict[str, str]:
     """The environment hack/local-up-cluster.sh runs with (LAB.md §4)."""
     kubelet_flags = [
         f"--pod-infra-container-image={PAUSE_IMAGE}",
@@ -451,6 +466,7 @@ def local_up_environment(log_dir: Path, etcd_dir: Path) -> dict[str, str]:
         "KUBE_ENABLE_CLUSTER_DNS": "false",
         "LOG_DIR": str(log_dir),
         "ETCD_DIR": str(etcd_dir),
+        "AUDIT_POLICY_FILE": str(audit_policy),
         "KUBELET_FLAGS": " ".join(kubelet_flags),
         # Evict only when the disk is really full: the engine also holds large images being built.
         "EVICTION_HARD": "memory.available<100Mi,nodefs.available<2%,nodefs.inodesFree<2%,imagefs.available<2%",
@@ -487,11 +503,14 @@ def start_local(config: Config) -> str:
         etcd_dir = state / "etcd"
         etcd_dir.mkdir(exist_ok=True)
         log_path = state / "logs" / "local-up-cluster.log"
+        audit_policy = state / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
+        (state / "logs" / "kube-apiserver-audit.log").unlink(missing_ok=True)  # the apiserver appends to it
         with log_path.open("wb") as log:
             script = subprocess.Popen(
                 ["hack/local-up-cluster.sh", "-O"],
                 cwd=source_tree(),
-                env={**os.environ, **local_up_environment(state / "logs", etcd_dir)},
+                env={**os.environ, **local_up_environment(state / "logs", etcd_dir, audit_policy)},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

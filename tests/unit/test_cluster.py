@@ -111,7 +111,9 @@ def test_parse_nodes_reads_ready_and_the_reason_when_not():
 
 
 def test_local_up_environment_follows_the_lab_recipe():
-    env = cluster.local_up_environment(Path("/logs"), ETCD_DIR)
+    env = cluster.local_up_environment(Path("/logs"), ETCD_DIR, Path("/state/audit.yaml"))
+    assert env["AUDIT_POLICY_FILE"] == "/state/audit.yaml"
+    assert yaml.safe_load(cluster.AUDIT_POLICY)["rules"][-1] == {"level": "Metadata"}
     assert env["ENABLE_DAEMON"] == "true"
     assert env["KUBE_ENABLE_CLUSTER_DNS"] == "false"
     assert env["LOG_DIR"] == "/logs"
