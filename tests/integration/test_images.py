@@ -274,3 +274,33 @@ def test_a_serving_image_that_fails_acceptance_is_removed(serving, project, monk
         assert serving_tags(project) == before, "a serving image survived a failed acceptance"
     finally:
         (project.models_path / "hp2cpu" / "00000123" / "assets" / "extra.txt").unlink()
+
+
+def test_tfserving_runtime_path_with_a_local_stand_in_for_the_official_image(project, serving, tmp_path):
+    # tensorflow/serving cannot be pulled here. A stand-in with the official image's layout (a
+    # tensorflow_model_server on PATH taking its flags) exercises the tfserving path: FROM the upstream image,
+    # our entrypoint calling tensorflow_model_server, acceptance. Its version tag is one no real image has.
+    project.serving.tfserving_version = "0.0.0-tfship-itest"
+    stand_in = images.tfserving_image(project)
+    tf_ref, tf_id = images.ensure_tf_image(project)
+    python_runtime, _, _ = images.ensure(images.python_runtime_plan(project, tf_ref, tf_id), project, "runtime")
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nENV TFSHIP_SERVER=\"\"\n"
+        "RUN printf '#!/bin/sh\\nexec python -m tfship.server \"$@\"\\n' > /usr/bin/tensorflow_model_server"
+        " && chmod 755 /usr/bin/tensorflow_model_server\n"
+    )
+    docker_client.build_image(stand_in, tmp_path / "Dockerfile", {}, {"BASE": python_runtime}, lambda line: None)
+    built = None
+    try:
+        built = images.ensure_serving_image(project, runtime="tfserving")
+        assert built.runtime == "tfserving" and built.tag != serving.tag
+        parent_layers = docker_client.inspect_image(stand_in)["RootFS"]["Layers"]
+        layers = docker_client.inspect_image(built.local_ref)["RootFS"]["Layers"]
+        assert layers[: len(parent_layers)] == parent_layers and len(layers) == len(parent_layers) + 2
+        labels = docker_client.inspect_image(built.local_ref)["Config"]["Labels"]
+        assert labels[images.MODELS_LABEL] == "half_plus_two:123+124,hp2cpu:123"
+    finally:
+        project.serving.tfserving_version = tfconfig.ServingConfig().tfserving_version
+        if built is not None:
+            docker_client.remove_image(built.local_ref)
+        docker_client.remove_image(stand_in)
