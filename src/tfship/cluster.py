@@ -419,6 +419,9 @@ def stop_local() -> str:
             f"processes {', '.join(map(str, left))} of the local cluster survived SIGKILL", "look at them with ps"
         )
     removed = remove_pod_containers()
+    if stopped and (binaries_dir() / "kube-proxy").is_file():
+        # Services' iptables rules (KUBE-* chains) would outlive kube-proxy; its own clean-up removes only those.
+        proc.run([binaries_dir() / "kube-proxy", "--cleanup"], check=False, timeout=60)
     for leftover in (local_state() / "etcd", local_kubeconfig(), session_file()):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)

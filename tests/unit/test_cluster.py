@@ -211,3 +211,35 @@ def test_build_progress_shows_milestones_and_counts_packages():
         on_line(line)
     assert recorder.lines == ["+++ [1121 10:40:19] Building go targets for linux/amd64:", "compiled 2 Go packages"]
     assert on_line.packages == 3
+
+
+def run_script(tmp_path, body: str):
+    import subprocess
+
+    log_path = tmp_path / "local-up-cluster.log"
+    with log_path.open("wb") as log:
+        script = subprocess.Popen(["sh", "-c", body], stdout=log, stderr=subprocess.STDOUT)
+    recorder = RecordingStep()
+    try:
+        cluster._follow_script(script, log_path, recorder)
+    finally:
+        script.kill()
+        script.wait()
+    return recorder, log_path
+
+
+def test_follow_script_shows_its_milestones(tmp_path):
+    recorder, _ = run_script(tmp_path, "echo Starting etcd; echo noise; echo Local Kubernetes cluster is running.")
+    assert recorder.lines == ["Starting etcd", "Local Kubernetes cluster is running."]
+
+
+def test_a_failing_script_is_an_error_naming_its_log(tmp_path):
+    with pytest.raises(KubernetesError, match=r"exit code 3: .*port 2379 is in use") as raised:
+        run_script(tmp_path, "echo Starting etcd; echo 'unable to start etcd as port 2379 is in use'; exit 3")
+    assert raised.value.hint == f"see {tmp_path / 'local-up-cluster.log'}"
+
+
+def test_a_script_that_does_not_return_is_stopped_waiting_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "START_TIMEOUT", 0.5)
+    with pytest.raises(KubernetesError, match="did not return within"):
+        run_script(tmp_path, "sleep 30")
