@@ -59,10 +59,21 @@ def pick_source(config: Config) -> str:
         return config.base.source
     image = config.base.python_image
     if can_pull(image, config):
-        say(f"base.source auto: using upstream {image}")
+        say_once(f"base.source auto: using upstream {image}")
         return "upstream"
-    say(f"base.source auto: {image} cannot be pulled here; using a Debian {config.base.debian_suite} base built locally")
+    say_once(f"base.source auto: {image} cannot be pulled here; using a Debian {config.base.debian_suite} base "
+             "built locally")
     return "debian"
+
+
+_said: set[str] = set()
+
+
+def say_once(text: str) -> None:
+    """Say a choice once per process, however many images ask for it."""
+    if text not in _said:
+        _said.add(text)
+        say(text)
 
 
 def can_pull(ref: str, config: Config) -> bool:

@@ -58,7 +58,8 @@ def test_existing_bases_are_reused_without_work(python_base, debian_config, caps
     assert "Building" not in capsys.readouterr().err
 
 
-def test_auto_says_which_source_it_picked(python_base, debian_config, capsys):
+def test_auto_says_which_source_it_picked(python_base, debian_config, capsys, monkeypatch):
+    monkeypatch.setattr(bases, "_said", set())  # said once per process: this test must see it said
     debian_config.base.source = "auto"
     try:
         picked = bases.pick_source(debian_config)
