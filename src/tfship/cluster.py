@@ -645,7 +645,15 @@ def status(config: Config) -> ClusterStatus:
 
     if config.kubernetes.provider == "local" and not local_kubeconfig().is_file():
         raise KubernetesError("the local cluster is not running", "run: invoke cluster.up")
-    nodes = kubectl(config, "get", "nodes", "-o", "json", "--request-timeout=10s", timeout=30)
+    nodes = kubectl(config, "get", "nodes", "-o", "json", "--request-timeout=10s", timeout=30, check=False)
+    if nodes.returncode != 0:
+        said = [line.strip() for line in (nodes.stderr or nodes.stdout).splitlines() if line.strip()]
+        raise KubernetesError(
+            f"the cluster of context {context_of(config) or '(current)'} does not answer: "
+            f"{said[-1] if said else 'kubectl exited with ' + str(nodes.returncode)}",
+            "run: invoke cluster.up" if config.kubernetes.provider != "external"
+            else "set kubernetes.context in tfship.yaml, or check: kubectl config current-context",
+        )
     server = kubectl(config, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}", timeout=30)
     return ClusterStatus(
         provider=config.kubernetes.provider,

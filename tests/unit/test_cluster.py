@@ -243,3 +243,17 @@ def test_a_script_that_does_not_return_is_stopped_waiting_for(tmp_path, monkeypa
     monkeypatch.setattr(cluster, "START_TIMEOUT", 0.5)
     with pytest.raises(KubernetesError, match="did not return within"):
         run_script(tmp_path, "sleep 30")
+
+
+def test_an_unreachable_external_cluster_is_one_clear_line(tmp_path, monkeypatch):
+    fake = tmp_path / "kubectl"
+    fake.write_text("#!/bin/sh\necho 'E1121 memcache.go: noise' >&2\n"
+                    "echo 'The connection to the server localhost:8080 was refused' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(KubernetesError) as raised:
+        cluster.status(config_for("external", "prod"))
+    assert raised.value.message == (
+        "the cluster of context prod does not answer: The connection to the server localhost:8080 was refused"
+    )
+    assert "kubernetes.context" in raised.value.hint
