@@ -220,6 +220,7 @@ def _download_source(progress: Step) -> Path:
         progress.update(f"adding a deb-src entry for {SOURCE_SUITE} in {APT_SOURCES_FILE}")
         APT_SOURCES_FILE.write_text(wanted)
         proc.run(["apt-get", "update", "-qq"], timeout=600, error=KubernetesError, hint="check the apt sources")
+    kubernetes_home().mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix="download.", dir=kubernetes_home()))
     progress.update("apt-get source --download-only kubernetes")
     try:
