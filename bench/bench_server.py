@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_server.py [--seconds 3]
 
 Models: TF Serving's half_plus_two and a digits-like model built here (64 floats -> dense -> softmax over 10).
-Concurrency 1 and 8 (client threads). Each cell runs a bounded time. The server runs as a subprocess on
+Concurrency 1 and 8 (client threads). Each cell runs a bounded time. The server runs twice: as is, and with
+--enable_batching ("+batch" rows: concurrent requests merged into one model run). The server runs as a subprocess on
 127.0.0.1; client and server share this machine's cores, so the figures are a lower bound for the server.
 """
 
@@ -115,11 +116,11 @@ def run_cell(call: Callable[[], None], concurrency: int, seconds: float) -> Cell
     return Cell(len(merged), elapsed, merged)
 
 
-def start_server(config_path: str) -> tuple[subprocess.Popen, str, str]:
+def start_server(config_path: str, extra_flags: list[str]) -> tuple[subprocess.Popen, str, str]:
     grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-         "--bind_address=127.0.0.1", f"--model_config_file={config_path}"],
+         "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{grpc_port}"
     with grpc.insecure_channel(address) as channel:
@@ -136,6 +137,42 @@ def start_server(config_path: str) -> tuple[subprocess.Popen, str, str]:
             time.sleep(0.3)
     process.kill()
     raise SystemExit("server did not become SERVING")
+
+
+def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel],
+                 seconds: float) -> list[tuple[str, str, int, Cell]]:
+    rows = []
+    process, grpc_address, rest_url = start_server(config_path, flags)
+    try:
+        channel = grpc.insecure_channel(grpc_address)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        session_local = threading.local()
+        for model in models:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model.name
+            request.inputs[model.input_alias].CopyFrom(tf.make_tensor_proto(model.example))
+            body = json.dumps({"instances": model.example.tolist()})
+            url = f"{rest_url}/v1/models/{model.name}:predict"
+
+            def grpc_call(request=request) -> None:
+                stub.Predict(request, timeout=30)
+
+            def rest_call(body=body, url=url) -> None:
+                session = getattr(session_local, "session", None)
+                if session is None:
+                    session = session_local.session = requests.Session()
+                reply = session.post(url, data=body, timeout=30)
+                if reply.status_code != 200:
+                    raise RuntimeError(reply.text)
+
+            for transport, call in (("gRPC", grpc_call), ("REST", rest_call)):
+                for concurrency in CONCURRENCIES:
+                    rows.append((model.name, transport + suffix, concurrency, run_cell(call, concurrency, seconds)))
+        channel.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    return rows
 
 
 def main() -> None:
@@ -167,39 +204,12 @@ def main() -> None:
         for concurrency in CONCURRENCIES:
             rows.append((model.name, "in-process", concurrency, run_cell(in_process, concurrency, seconds)))
 
-    process, grpc_address, rest_url = start_server(config_path)
-    try:
-        channel = grpc.insecure_channel(grpc_address)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        session_local = threading.local()
-        for model in models:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model.name
-            request.inputs[model.input_alias].CopyFrom(tf.make_tensor_proto(model.example))
-            body = json.dumps({"instances": model.example.tolist()})
-            url = f"{rest_url}/v1/models/{model.name}:predict"
-
-            def grpc_call(request=request) -> None:
-                stub.Predict(request, timeout=30)
-
-            def rest_call(body=body, url=url) -> None:
-                session = getattr(session_local, "session", None)
-                if session is None:
-                    session = session_local.session = requests.Session()
-                reply = session.post(url, data=body, timeout=30)
-                if reply.status_code != 200:
-                    raise RuntimeError(reply.text)
-
-            for transport, call in (("gRPC", grpc_call), ("REST", rest_call)):
-                for concurrency in CONCURRENCIES:
-                    rows.append((model.name, transport, concurrency, run_cell(call, concurrency, seconds)))
-        channel.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+    for suffix, flags in (("", []), ("+batch", ["--enable_batching"])):
+        rows += bench_server(config_path, flags, suffix, models, seconds)
 
     baseline = {(name, concurrency): cell.rps for name, transport, concurrency, cell in rows
                 if transport == "in-process"}
+    rows.sort(key=lambda row: ([m.name for m in models].index(row[0]), row[1].split("+")[0] != "in-process"))
     print(f"{'model':<14}{'path':<12}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs in-proc':>12}")
     for name, transport, concurrency, cell in rows:
         ratio = cell.rps / baseline[(name, concurrency)]

@@ -1,9 +1,11 @@
-"""A TF2 SavedModel (tf.Module, built in a temp dir) served by the real server: classify with labels,
-regress, several inputs/outputs, dtypes and shapes over gRPC and REST."""
+"""A TF2 SavedModel (tf.Module, built in a temp dir) served by the real server with --enable_batching:
+classify with labels, regress, dtypes and shapes over gRPC and REST, concurrent requests answered apart."""
 
 from __future__ import annotations
 
 from typing import Any, Iterator
+
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -21,7 +23,7 @@ RPC_TIMEOUT = 20.0
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("linear") / "linear"
     save_linear_model(str(base), 7, scale=0.25, offset=0.5)  # y = x/4 + 1/2
-    process = ServerProcess(["--model_name=linear", f"--model_base_path={base}"],
+    process = ServerProcess(["--model_name=linear", f"--model_base_path={base}", "--enable_batching"],
                             tmp_path_factory.mktemp("linear_log") / "server.log")
     process.wait_ready()
     yield process
@@ -114,3 +116,24 @@ def test_metadata_hides_the_init_op(stub: prediction_service_pb2_grpc.Prediction
     stub.GetModelMetadata(request, RPC_TIMEOUT).metadata["signature_def"].Unpack(signatures)
     assert sorted(signatures.signature_def) == ["busy", "classify_x", "regress_x", "serving_default"]
     assert signatures.signature_def["classify_x"].method_name == "tensorflow/serving/classify"
+
+
+def test_concurrent_requests_each_get_their_own_answer(server: ServerProcess) -> None:
+    """With batching on, concurrent requests may share one model run: each must get back exactly its rows."""
+    def predict_over_grpc(x: float) -> tuple[float, list[float]]:
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "linear"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto([[x], [x + 1]], dtype=tf.float32))
+            reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, RPC_TIMEOUT)
+            return x, list(reply.outputs["y"].float_val)
+
+    def predict_over_rest(x: float) -> tuple[float, list[float]]:
+        reply = _post(server, "predict", {"instances": [[x], [x + 1]]})
+        return x, [row[0] for row in reply.json()["predictions"]]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(predict_over_grpc, [4.0 * i for i in range(40)]))
+        answers += list(pool.map(predict_over_rest, [4.0 * i + 2 for i in range(40)]))
+    for x, ys in answers:
+        assert ys == [x / 4 + 0.5, (x + 1) / 4 + 0.5]

@@ -81,7 +81,7 @@ def start(options: ServerOptions) -> RunningServer:
     from tfship.server.rest_api import RestServer
     from tfship.server.status import ServingError
 
-    manager = ModelManager(options.allow_version_labels_for_unavailable_models)
+    manager = ModelManager(options.allow_version_labels_for_unavailable_models, options.enable_batching)
     try:
         manager.apply_config(config)
     except ServingError as error:

@@ -33,6 +33,7 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
+    enable_batching: bool = False  # opportunistic: merges concurrent requests, never waits to fill a batch
     # tfship extensions, not in tensorflow_model_server:
     bind_address: str = "0.0.0.0"
     shutdown_grace_seconds: float = 10.0

@@ -20,6 +20,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfship.server.batching import OpportunisticBatcher
 from tfship.server.status import ServingError, code_from_number, invalid_argument, not_found
 
 log = logging.getLogger("tfship.server")
@@ -60,13 +61,15 @@ class InputSpec:
 class Signature:
     """One SignatureDef of a loaded version and the concrete function that runs it (built once, at load)."""
 
-    def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable[..., Any]):
+    def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable[..., Any],
+                 batching: bool = False):
         self.name = name
         self.definition = definition
         self.method_name = definition.method_name
         self.function = function
         self.inputs = {alias: InputSpec.of(info.dtype) for alias, info in definition.inputs.items()}
         self.output_aliases = sorted(definition.outputs)
+        self._batcher = OpportunisticBatcher(self._execute, name) if batching else None
 
     def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         unknown = sorted(set(inputs) - set(self.inputs))
@@ -87,20 +90,24 @@ class Signature:
                     f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
                     f"{{{','.join(self.output_aliases)}}}."
                 )
-        tensors = {}
         for alias, array in inputs.items():
             spec = self.inputs[alias]
             if array.dtype != spec.numpy_dtype and not (spec.dtype == tf.string and array.dtype.kind in "OSU"):
                 given = tf.dtypes.as_dtype(tf.string if array.dtype.kind in "OSU" else array.dtype)
                 raise invalid_argument(f"Expects arg[{alias}] to be {spec.dtype.name} but {given.name} is provided")
-            tensors[alias] = tf.constant(array, dtype=spec.dtype)
+        wanted = tuple(output_filter) or tuple(self.output_aliases)
+        if self._batcher is not None:
+            return self._batcher.run(inputs, wanted)
+        return self._execute(inputs, wanted)
+
+    def _execute(self, inputs: Mapping[str, np.ndarray], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+        tensors = {alias: tf.constant(array, dtype=self.inputs[alias].dtype) for alias, array in inputs.items()}
         try:
             outputs = self.function(**tensors)
         except tf.errors.OpError as error:
             raise ServingError(code_from_number(error.error_code), op_error_summary(error.message))
         except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
             raise invalid_argument(str(error).split("\n")[0])
-        wanted = output_filter or self.output_aliases
         return {alias: outputs[alias].numpy() for alias in wanted}
 
 
@@ -116,7 +123,7 @@ def op_error_summary(message: str) -> str:
 class ModelVersion:
     """A loaded SavedModel version: its signatures ready to run and its SignatureDefs for metadata."""
 
-    def __init__(self, model_name: str, version: int, path: str):
+    def __init__(self, model_name: str, version: int, path: str, batching: bool = False):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -127,7 +134,7 @@ class ModelVersion:
         for name, definition in meta_graph.signature_def.items():
             if name in _HIDDEN_SIGNATURES or name not in available:
                 continue
-            self.signatures[name] = Signature(name, definition, available[name])
+            self.signatures[name] = Signature(name, definition, available[name], batching)
 
     def signature(self, name: str) -> Signature:
         name = name or DEFAULT_SIGNATURE
@@ -199,8 +206,9 @@ class ManagedModel:
 class ModelManager:
     """Loads, serves and unloads versions of the configured models."""
 
-    def __init__(self, allow_labels_for_unavailable: bool = False):
+    def __init__(self, allow_labels_for_unavailable: bool = False, batching: bool = False):
         self._models: dict[str, ManagedModel] = {}
+        self._batching = batching
         self._sync_lock = threading.Lock()
         self._allow_labels_for_unavailable = allow_labels_for_unavailable
         self.on_change: Callable[[], None] = lambda: None
@@ -257,7 +265,7 @@ class ModelManager:
             managed.statuses[version] = VersionStatus(version, VersionState.LOADING)
             started = time.monotonic()
             try:
-                available[version] = ModelVersion(name, version, path)
+                available[version] = ModelVersion(name, version, path, self._batching)
             except Exception as error:  # noqa: BLE001 - a bad version must not take down the others
                 message = f"Failed to load servable version {version} of {name} from {path}: {error}"
                 log.error("%s", message.split("\n")[0])

@@ -34,7 +34,22 @@ def dtype_name(dtype_enum: int) -> str:
     return tf.dtypes.as_dtype(dtype_enum).name
 
 
+_FAST_NUMPY_DTYPE = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT64: np.int64,
+}
+
+
 def proto_to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
+    numpy_dtype = _FAST_NUMPY_DTYPE.get(proto.dtype)
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    if numpy_dtype is not None and not proto.tensor_content:
+        # The common case (typed values, e.g. float_val): a direct copy, a few times cheaper than make_ndarray.
+        values = np.array(getattr(proto, _VALUE_FIELD[proto.dtype]), dtype=numpy_dtype)
+        if values.size == int(np.prod(shape)):
+            return values.reshape(shape)
     try:
         return tf.make_ndarray(proto)
     except Exception as error:  # noqa: BLE001 - any decoding failure is the client's malformed tensor
