@@ -3,9 +3,9 @@ classify with labels, regress, dtypes and shapes over gRPC and REST, concurrent 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-
+import base64
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
 
 import grpc
 import pytest
@@ -137,3 +137,14 @@ def test_concurrent_requests_each_get_their_own_answer(server: ServerProcess) ->
         answers += list(pool.map(predict_over_rest, [4.0 * i + 2 for i in range(40)]))
     for x, ys in answers:
         assert ys == [x / 4 + 0.5, (x + 1) / 4 + 0.5]
+
+
+def test_rest_b64_binary_inputs(server: ServerProcess) -> None:
+    example = tf.train.Example()
+    example.features.feature["x"].float_list.value.append(2.0)
+    encoded = base64.b64encode(example.SerializeToString()).decode("ascii")
+    reply = _post(server, "predict", {"signature_name": "regress_x", "instances": [{"b64": encoded}]})
+    assert reply.status_code == 200
+    assert reply.json() == {"predictions": [[1.0]]}
+    broken = _post(server, "predict", {"signature_name": "regress_x", "instances": [{"b64": "%%%"}]})
+    assert broken.status_code == 400
