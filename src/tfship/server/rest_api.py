@@ -138,7 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(500, error_json(f"Internal error: {error}"))
 
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # the rest of the stream cannot be framed
+            raise invalid_argument("Content-Length is not a number")
         return self.rfile.read(length) if length > 0 else b""
 
     def _work(self, api: str, name: str, version: int | None, label: str | None,
