@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tfship import bases, config as tfconfig, docker_client, engine, images
 
-TESTDATA = Path("/work/shared/testdata/tf_serving")
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 ROOT = Path(__file__).resolve().parents[1]
 
 

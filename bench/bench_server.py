@@ -32,7 +32,7 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-TESTDATA = Path(os.environ.get("TFSHIP_TF_SERVING_TESTDATA", "/work/shared/testdata/tf_serving"))
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 CONCURRENCIES = (1, 8)
 

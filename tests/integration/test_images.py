@@ -21,9 +21,7 @@ from tfship.errors import DockerError
 
 pytestmark = pytest.mark.integration
 
-TESTDATA = Path("/work/shared/testdata/tf_serving")
-if not TESTDATA.is_dir():
-    TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"
+TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 # What builder stages get and the final images must not keep.
 BUILD_ONLY_MARKERS = ("tfship-build", "build-only", "pip.conf", "PIP_CONFIG_FILE", "ca.pem")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-TESTDATA = Path(os.environ.get("TFSHIP_TF_SERVING_TESTDATA", "/work/shared/testdata/tf_serving"))
+TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_TWO_2_VERSIONS = TESTDATA / "saved_model_half_plus_two_2_versions"
 
@@ -22,7 +21,7 @@ def require_testdata() -> None:
     """A clear failure (not a skip) when TF Serving's test models are missing on this machine."""
     if not (HALF_PLUS_TWO / "00000123" / "saved_model.pb").is_file():
         raise AssertionError(f"TF Serving's half_plus_two test models are not in {TESTDATA}: copy them from "
-                             "tensorflow_serving/servables/tensorflow/testdata or set TFSHIP_TF_SERVING_TESTDATA")
+                             "tensorflow_serving/servables/tensorflow/testdata")
 STARTUP_TIMEOUT_S = 90.0  # TensorFlow's import alone takes seconds on a busy 2-core machine
 
 

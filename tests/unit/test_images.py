@@ -12,9 +12,7 @@ from tfship import bases, docker_client, images
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
 
-TESTDATA = Path("/work/shared/testdata/tf_serving")
-if not TESTDATA.is_dir():
-    TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"
+TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 
 
 @pytest.fixture
