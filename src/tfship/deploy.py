@@ -162,6 +162,7 @@ def deploy(
     render.write(rendered, render.output_dir(config))
 
     with step(f"Deploying {replicas} replicas of {image} to {kube.namespace}/{kube.app}") as progress:
+        _wait_namespace_not_terminating(config, run, clock, sleep, progress)
         _apply(config, run, rendered[render.NAMESPACE_FILE], progress)
         if artifacts.registry_auth:
             _apply_pull_secret(config, run, artifacts.registry)
@@ -345,6 +346,28 @@ def _apply(config: Config, run: Kubectl, manifests: str, progress: Any) -> None:
     result = run(config, "apply", "-f", "-", input=manifests)
     for line in (result.stdout or "").splitlines():
         progress.update(line)
+
+
+def _wait_namespace_not_terminating(config: Config, run: Kubectl, clock: Callable[[], float],
+                                    sleep: Callable[[float], None], progress: Any) -> None:
+    """A namespace being deleted refuses new objects: wait (bounded) until it is gone, then it can be recreated."""
+    namespace = config.kubernetes.namespace
+    deadline = clock() + config.kubernetes.termination_grace + 90
+    said = False
+    while True:
+        result = run(config, "get", "namespace", namespace, "-o", "json", "--ignore-not-found", REQUEST_TIMEOUT)
+        text = (result.stdout or "").strip()
+        if not text or json.loads(text).get("status", {}).get("phase") != "Terminating":
+            return
+        if not said:
+            progress.update(f"namespace {namespace} is being deleted; waiting for it to go")
+            said = True
+        if clock() > deadline:
+            raise KubernetesError(
+                f"namespace {namespace} is still being deleted",
+                f"wait for it (kubectl get namespace {namespace}) or deploy to another kubernetes.namespace",
+            )
+        sleep(POLL_SECONDS)
 
 
 def _apply_pull_secret(config: Config, run: Kubectl, registry: str) -> None:

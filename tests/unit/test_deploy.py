@@ -66,6 +66,7 @@ class FakeKubectl:
         self.api_versions = api_versions
         self.calls: list[tuple[tuple[str, ...], str | None]] = []
         self.applied_after_namespace = False
+        self.namespace_states: list[str] = []  # kubectl get namespace answers, then "" (not found)
 
     def __call__(self, config, *args: str, input: str | None = None, check: bool = True):
         self.calls.append((args, input))
@@ -78,6 +79,8 @@ class FakeKubectl:
                 self.applied_after_namespace = True
                 self._advance()
             return self._done("applied\n")
+        if verb == "get" and args[1] == "namespace":
+            return self._done(self.namespace_states.pop(0) if self.namespace_states else "")
         if verb == "get" and args[1] == "deployment":
             return self._done(json.dumps(self.current) if self.current else "")
         if verb == "get" and args[1] == "deployments,replicasets,pods":
@@ -149,8 +152,9 @@ def test_a_successful_rollout_reports_ready_replicas_and_the_digest(cfg):
     fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, ROLLING, DONE])
     result = run_deploy(cfg, fake)
     assert (result.ready, result.replicas, result.digest, result.revision) == (3, 3, DIGEST_NEW, "2")
-    assert [args[0] for args, _ in fake.calls[:2]] == ["api-versions", "apply"]
-    assert "kind: Namespace" in fake.calls[1][1], "the namespace is applied first, on its own"
+    assert [args[:2] for args, _ in fake.calls[:3]] == [("api-versions", deploy.REQUEST_TIMEOUT),
+                                                         ("get", "namespace"), ("apply", "-f")]
+    assert "kind: Namespace" in fake.calls[2][1], "the namespace is applied first, on its own"
     assert not any(args[0] == "rollout" for args, _ in fake.calls)
     assert (cfg.build_path / "k8s" / "30-pdb.yaml").read_text().startswith("apiVersion: policy/v1beta1")
 
@@ -267,3 +271,13 @@ def test_render_asks_the_cluster_and_falls_back_to_current_api_versions(cfg):
     offline = deploy.render_manifests(cfg, kubectl=unreachable)
     assert offline.source.startswith("offline defaults") and offline.api_versions.pdb == "policy/v1"
     assert (cfg.build_path / "k8s" / "30-pdb.yaml").read_text().startswith("apiVersion: policy/v1\n")
+
+
+def test_deploy_waits_for_a_namespace_being_deleted(cfg):
+    fake = FakeKubectl(before=None, watch_states=[DONE])
+    terminating = json.dumps({"metadata": {"name": "tfship"}, "status": {"phase": "Terminating"}})
+    fake.namespace_states = [terminating, terminating]
+    run_deploy(cfg, fake)
+    namespace_reads = [i for i, (args, _) in enumerate(fake.calls) if args[:2] == ("get", "namespace")]
+    first_apply = next(i for i, (args, _) in enumerate(fake.calls) if args[0] == "apply")
+    assert len(namespace_reads) == 3 and namespace_reads[-1] < first_apply
