@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import queue
 import re
+import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -409,8 +411,26 @@ def ready_pods(config: Config) -> list[str]:
     return sorted(ready)
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the `finally` that stops each port-forward runs on both."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def smoke_test(config: Config) -> list[ReplicaResult]:
-    """Check every Ready replica; raise SmokeTestError (after all replicas were checked) if any failed."""
+    """Check every Ready replica, each through its own port-forward; a replica that fails is reported in its
+    result, not raised (see require_all_ok), so one bad pod never hides the others."""
     from tfship import kubectl
 
     cases = load_cases(config, artifacts_store.load(config.artifacts_path))
@@ -420,16 +440,17 @@ def smoke_test(config: Config) -> list[ReplicaResult]:
                              "run: invoke deploy, then invoke status")
     ports = (config.serving.grpc_port, config.serving.rest_port)
     results = []
-    for pod in pods:
-        forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod, ports)
-        try:
-            forward.start()
-            results.append(check_replica(forward, cases, *ports, timeout=config.smoke.timeout,
-                                         retries=config.smoke.retries))
-        except TfshipError as error:
-            results.append(ReplicaResult(pod=pod, checks=[Check("port-forward", False, error.message)]))
-        finally:
-            forward.stop()
+    with _sigterm_as_interrupt():
+        for pod in pods:
+            forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod, ports)
+            try:
+                forward.start()
+                results.append(check_replica(forward, cases, *ports, timeout=config.smoke.timeout,
+                                             retries=config.smoke.retries))
+            except TfshipError as error:
+                results.append(ReplicaResult(pod=pod, checks=[Check("port-forward", False, error.message)]))
+            finally:
+                forward.stop()
     return results
 
 

@@ -114,3 +114,29 @@ def test_table_and_json_summary_name_failures():
     assert good.summary()["p50_ms"] == 2.0 and not bad.ok
     assert [r.pod for r in smoke.failed([good, bad])] == ["pod-b"]
     assert not smoke.ReplicaResult("pod-c").ok  # no checks ran: not a pass
+
+
+def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) in the middle of a replica's checks still stops its kubectl port-forward."""
+    from tfship import kubectl
+
+    started = []
+    real_start = smoke.PortForward.start
+
+    def start(self):
+        started.append(self)
+        return real_start(self)
+
+    def interrupted(forward, *args, **kwargs):
+        assert forward.alive()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smoke.PortForward, "start", start)
+    monkeypatch.setattr(smoke, "load_cases", lambda config, recorded: [])
+    monkeypatch.setattr(smoke, "ready_pods", lambda config: ["pod-a", "pod-b"])
+    monkeypatch.setattr(smoke, "check_replica", interrupted)
+    monkeypatch.setattr(kubectl, "kubectl_argv", lambda config: fake_kubectl(tmp_path, "ok"))
+
+    with pytest.raises(KeyboardInterrupt):
+        smoke.smoke_test(Config(root=tmp_path))
+    assert len(started) == 1 and not started[0].alive()
