@@ -573,10 +573,11 @@ def _pod_events(config: Config, run: Kubectl, pod: str) -> list[dict[str, Any]]:
 
 
 def _pull_error(config: Config, run: Kubectl, pod: str) -> str:
-    """The kubelet's own pull error (the waiting message of ImagePullBackOff only says it is backing off)."""
-    failed = [e for e in _pod_events(config, run, pod)
-              if e.get("reason") in ("Failed", "ErrImagePull") and "pull" in e.get("message", "").lower()]
-    return failed[-1]["message"] if failed else ""
+    """The kubelet's own pull error: its "Failed to pull image" event (the waiting message and the later
+    "Error: ImagePullBackOff" events only say that it is backing off)."""
+    failed = [e.get("message", "") for e in _pod_events(config, run, pod) if e.get("reason") == "Failed"]
+    detailed = [message for message in failed if message.startswith("Failed to pull image")]
+    return (detailed or failed or [""])[-1]
 
 
 def _probe_failure(config: Config, run: Kubectl, pods: list[dict[str, Any]]) -> str:

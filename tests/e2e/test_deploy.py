@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ NAMESPACE = "tfship-e2e-deploy"
 AUTH_NAMESPACE = "tfship-e2e-deploy-auth"
 MODEL = "half_plus_two"
 BROKEN_IMAGE = "tfship-e2e-deploy-broken"
+UNHELD_IMAGE = "tfship-e2e-deploy-unheld"
 # half_plus_two: y = 0.5·x + 2
 INSTANCES = [[1.0], [2.0], [5.0]]
 EXPECTED = [[2.5], [3.0], [4.5]]
@@ -122,7 +124,8 @@ def auth_app(good_app, workdir) -> App:
 def remove_namespaces_afterwards(cluster):
     yield
     for namespace in (NAMESPACE, AUTH_NAMESPACE):
-        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=120s", check=False,
+                        timeout=150)
 
 
 def forget_registry_references(app: App) -> None:
@@ -296,18 +299,38 @@ def test_three_replicas_pull_from_the_authenticated_registry_with_the_pull_secre
     assert "kind: Secret" not in rendered and secret["data"][".dockerconfigjson"] not in rendered
 
 
-def test_a_wrong_pull_secret_is_a_clear_pull_error(cluster, auth_app, monkeypatch):
-    assert not node_has_credentials_for(auth_app.artifacts.registry), "remove them: docker logout REGISTRY"
-    deploy.destroy(auth_app.config)
-    forget_registry_references(auth_app)
+@pytest.fixture
+def unheld_auth_image(auth_app, workdir):
+    """A tiny unique image in the authenticated registry that the engine no longer holds at all: the engine
+    re-checks credentials only for content it lacks (it served a wrong password from its own store in the lab)."""
+    config = e2e_config(workdir, "unheld", auth=True, namespace=AUTH_NAMESPACE)
+    unique = uuid.uuid4().hex[:12]
+    client = docker.from_env(timeout=120)
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "unique.txt").write_text(unique)
+        Path(context, "Dockerfile").write_text("FROM scratch\nCOPY unique.txt /unique.txt\nUSER 10001\n")
+        built, _ = client.images.build(path=context, tag=f"{UNHELD_IMAGE}:{unique}", rm=True, forcerm=True)
+    image = ImageArtifact(role="serving", name=UNHELD_IMAGE, tag=unique, image_id=built.id, user=10001,
+                          runtime="python")
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": image}, models=auth_app.artifacts.models))
+    app = App(config, push.push(config))
+    client.images.remove(built.id, force=True)  # every tag: the node must fetch it from the registry
+    client.close()
+    return app
+
+
+def test_a_wrong_pull_secret_is_a_clear_pull_error(cluster, unheld_auth_image, monkeypatch):
+    app = unheld_auth_image
+    assert not node_has_credentials_for(app.artifacts.registry), "remove them: docker logout REGISTRY"
+    deploy.destroy(app.config)
     monkeypatch.setenv(registry.USERNAME_ENV, "tfship")
     monkeypatch.setenv(registry.PASSWORD_ENV, "not-the-password")
 
     with pytest.raises(KubernetesError) as failed:
-        deploy.deploy(auth_app.config, 1)
+        deploy.deploy(app.config, 1)
 
     message = failed.value.message
     assert "cannot pull its image" in message
     assert any(word in message.lower() for word in ("unauthorized", "authentication required", "no basic auth"))
     assert "no previous revision" in message
-    deploy.destroy(auth_app.config)
+    deploy.destroy(app.config)

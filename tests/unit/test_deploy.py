@@ -161,7 +161,9 @@ def test_a_successful_rollout_reports_ready_replicas_and_the_digest(cfg):
 
 def test_a_pull_failure_names_the_kubelet_error_and_rolls_back(cfg):
     events = [{"reason": "Failed", "lastTimestamp": "2026-01-01T00:00:01Z",
-               "message": 'Failed to pull image "x": rpc error: manifest unknown'}]
+               "message": 'Failed to pull image "x": rpc error: manifest unknown'},
+              {"reason": "Failed", "lastTimestamp": "2026-01-01T00:00:02Z", "message": "Error: ErrImagePull"},
+              {"reason": "Failed", "lastTimestamp": "2026-01-01T00:00:09Z", "message": "Error: ImagePullBackOff"}]
     fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, PULL_FAILING], after_undo=ROLLED_BACK, events=events)
     with pytest.raises(KubernetesError) as failed:
         run_deploy(cfg, fake)
