@@ -540,8 +540,11 @@ def _explain(config: Config, run: Kubectl, problem: Problem) -> RolloutFailed:
         )
     if problem.kind == "crash":
         lines = _last_log_lines(config, run, problem.pod, problem.container)
+        # The server's own error, not the start-up chatter around it (TensorFlow logs plenty).
+        errors = [line for line in lines if "error" in line.lower() or "fail" in line.lower()]
+        shown = errors[-3:] or lines[-6:] or ["(no log output)"]
         return RolloutFailed(
-            f"{where} keeps crashing, {problem.detail}; its last log lines: " + " | ".join(lines[-6:] or ["(none)"]),
+            f"{where} keeps crashing, {problem.detail}; its last log lines: " + " | ".join(shown),
             f"fix the image (full log: kubectl logs {problem.pod} -n {namespace} --previous)",
         )
     if problem.kind == "unschedulable":

@@ -222,6 +222,7 @@ def test_a_model_that_cannot_load_fails_with_the_server_error_and_the_old_versio
         deploy.deploy(broken_app.config, 3)
 
     message = failed.value.message
+    print(failed.value.one_line())  # shown by pytest -rA: what a user sees
     assert "keeps crashing" in message
     # The server's own words, from the crashed container's log.
     assert "Failed to load servable version" in message and MODEL in message
@@ -330,6 +331,7 @@ def test_a_wrong_pull_secret_is_a_clear_pull_error(cluster, unheld_auth_image, m
         deploy.deploy(app.config, 1)
 
     message = failed.value.message
+    print(failed.value.one_line())  # shown by pytest -rA: what a user sees
     assert "cannot pull its image" in message
     assert any(word in message.lower() for word in ("unauthorized", "authentication required", "no basic auth"))
     assert "no previous revision" in message

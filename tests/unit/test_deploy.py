@@ -187,12 +187,14 @@ def test_a_failed_first_deploy_says_there_is_nothing_to_roll_back_to(cfg):
                                                          waiting={"reason": "CrashLoopBackOff"},
                                                          last_terminated={"reason": "Error", "exitCode": 1})]
     fake = FakeKubectl(before=None, watch_states=[crashing],
-                       logs="loading model\nError: Failed to load servable half_plus_two: no SavedModel found\n")
+                       logs="loading model\nI0000 cudart_stub.cc:31] Could not find cuda drivers\n"
+                            "Error: Failed to load servable half_plus_two: no SavedModel found\nexiting\n")
     with pytest.raises(KubernetesError) as failed:
         run_deploy(cfg, fake)
     message = failed.value.message
     assert "keeps crashing, CrashLoopBackOff (Error, exit code 1)" in message
     assert "Failed to load servable half_plus_two: no SavedModel found" in message
+    assert "cuda" not in message, "start-up chatter is left out when error lines exist"
     assert "no previous revision to roll back to" in message
     logs_call = next(args for args, _ in fake.calls if args[0] == "logs")
     assert "--previous" in logs_call
