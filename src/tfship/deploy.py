@@ -264,7 +264,8 @@ def destroy(
     with step(f"Deleting {kube.namespace}/{kube.app}") as progress:
         result = run(config, "delete", "deployment,replicaset,service,poddisruptionbudget,configmap,secret",
                      "-n", kube.namespace, "-l", render.selector(config), "--ignore-not-found", "--wait=false")
-        deleted = [line for line in (result.stdout or "").splitlines() if line.strip()]
+        deleted = [line for line in (result.stdout or "").splitlines()
+                   if line.strip() and not line.startswith("No resources found")]
         for line in deleted:
             progress.update(line)
         deadline = clock() + kube.termination_grace + 60

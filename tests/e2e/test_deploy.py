@@ -1,5 +1,6 @@
 """deploy on the real cluster with the real serving image: 3 replicas Ready from the local registry, a model that
-cannot load fails the deploy with the server's own error while the previous version keeps serving, keep-failed +
+cannot load fails the deploy with the server's own error while the previous version keeps serving, an unschedulable
+rollout fails fast and rolls back, keep-failed +
 rollback, scale 3 -> 1 -> 3, and `kubectl apply --dry-run=server` of the rendered manifests.
 
 Everything is provisioned through the library (export on the host, build, registry, push) into a private build
@@ -260,6 +261,21 @@ def test_scale_three_to_one_to_three(cluster, good_app):
     # Scaling is not a new revision: there is nothing to roll back to because of it.
     assert up.revision == revision
     assert_serving(cluster, good_app, 3)
+
+
+def test_an_unschedulable_rollout_fails_fast_and_rolls_back(cluster, good_app, workdir):
+    deploy.deploy(good_app.config, 1)
+    greedy = e2e_config(workdir, "good")
+    greedy.kubernetes.resources.cpu_request = greedy.kubernetes.resources.cpu_limit = "64"
+
+    with pytest.raises(KubernetesError) as failed:
+        deploy.deploy(greedy, 1)
+
+    print(failed.value.one_line())  # shown by pytest -rA: what a user sees
+    message = failed.value.message
+    assert "cannot be scheduled" in message and "Insufficient cpu" in message
+    assert "rolled back to revision" in message
+    assert_serving(cluster, good_app, 1)
 
 
 def test_destroy_removes_the_app(cluster, good_app):
