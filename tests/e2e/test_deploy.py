@@ -1,7 +1,7 @@
 """deploy on the real cluster with the real serving image: 3 replicas Ready from the local registry, a model that
 cannot load fails the deploy with the server's own error while the previous version keeps serving, an unschedulable
-rollout fails fast and rolls back, keep-failed +
-rollback, scale 3 -> 1 -> 3, and `kubectl apply --dry-run=server` of the rendered manifests.
+rollout fails fast and rolls back, keep-failed + rollback, scale 3 -> 1 -> 3, destroy, `kubectl apply --dry-run=server`
+of the rendered manifests, and the authenticated registry through the pull secret (a wrong one is a clear error).
 
 Everything is provisioned through the library (export on the host, build, registry, push) into a private build
 folder and its own namespace, so the project's build/artifacts.json and deployed app are never touched.
