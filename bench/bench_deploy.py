@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO / "src"))
 from tfship import config as tfconfig  # noqa: E402
 from tfship import deploy  # noqa: E402
 from tfship.errors import TfshipError  # noqa: E402
+from tfship.kubectl import kubectl  # noqa: E402
 
 # A harmless server flag whose value changes the pod template, so each rolling run is a new revision.
 ROLL_FLAG = "--rest_api_timeout_in_ms"
@@ -38,7 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--namespace", default="tfship-bench")
-    parser.add_argument("--keep", action="store_true", help="leave the app deployed afterwards")
+    parser.add_argument("--keep", action="store_true", help="leave the app and its namespace afterwards")
     args = parser.parse_args()
     config = tfconfig.load(REPO / tfconfig.CONFIG_FILE_NAME, overrides={"kubernetes.namespace": args.namespace})
     figures: dict[str, float] = {}
@@ -54,6 +55,7 @@ def main() -> int:
     finally:
         if not args.keep:
             deploy.destroy(config)
+            kubectl(config, "delete", "namespace", args.namespace, "--ignore-not-found", "--wait=false", check=False)
     print(f"deploy-to-ready, {args.replicas} replicas: "
           + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in figures.items()))
     return 0
