@@ -106,12 +106,12 @@ def destroy(c):
     print(stage.destroy(load_config()))
 
 
-@task
+@task(help={"replicas": "number of serving replicas (default: kubernetes.replicas in tfship.yaml)"})
 @handles_errors
-def up(c):
+def up(c, replicas=None):
     """Everything on a fresh machine: engine, bases, export, build, registry, push, cluster, deploy, smoke-test."""
     from tfship import pipeline, smoke
 
-    summary = pipeline.up(load_config())
+    summary = pipeline.up(load_config(**{"kubernetes.replicas": replicas}))
     print(summary)
     smoke.require_all_ok(summary.smoke)
