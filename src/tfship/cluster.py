@@ -27,7 +27,7 @@ from typing import Iterator
 
 import yaml
 
-from tfship import proc
+from tfship import bases, proc
 from tfship.config import Config, cache_dir, state_dir
 from tfship.engine import apt_install, ensure_engine
 from tfship.errors import KubernetesError
@@ -177,25 +177,6 @@ def ensure_binaries() -> str:
     return f"Kubernetes {KUBERNETES_VERSION} binaries built in {binaries_dir()}"
 
 
-def debian_mirror(config: Config | None = None) -> str:
-    """The configured mirror, else the first one named in the host's apt sources."""
-    if config is not None and config.base.debian_mirror:
-        return config.base.debian_mirror
-    candidates = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]
-    for path in candidates:
-        if not path.is_file():
-            continue
-        for line in path.read_text().splitlines():
-            words = line.split()
-            if words[:1] == ["URIs:"] and len(words) > 1:
-                return words[1]
-            if words[:1] == ["deb"]:
-                urls = [w for w in words[1:] if "://" in w]
-                if urls:
-                    return urls[0]
-    return "http://deb.debian.org/debian"
-
-
 def deb_src_entry(mirror: str) -> str:
     return (
         "# Written by tfship: Debian's kubernetes SOURCE package builds the local cluster's binaries.\n"
@@ -215,7 +196,7 @@ def _download_source(progress: Step) -> Path:
         return existing[-1]
     if os.geteuid() != 0:
         raise KubernetesError("building the local cluster needs root (apt sources, kubelet)", "run as root")
-    wanted = deb_src_entry(debian_mirror())
+    wanted = deb_src_entry(bases.debian_mirror(Config()))
     if not APT_SOURCES_FILE.is_file() or APT_SOURCES_FILE.read_text() != wanted:
         progress.update(f"adding a deb-src entry for {SOURCE_SUITE} in {APT_SOURCES_FILE}")
         APT_SOURCES_FILE.write_text(wanted)

@@ -33,6 +33,16 @@ def api(timeout: int = 600) -> docker.APIClient:
     return client
 
 
+def engine(timeout: int = 600) -> docker.DockerClient:
+    """The high-level client, checked with a ping: a DockerError when no engine answers."""
+    try:
+        client = docker.DockerClient(base_url=_base_url(), timeout=timeout, version="auto")
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise DockerError(f"no Docker engine answers: {_first_line(exc)}", ENGINE_HINT) from None
+    return client
+
+
 def _base_url() -> str:
     return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 

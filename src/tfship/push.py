@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from tfship import artifacts as artifacts_file
-from tfship import registry
+from tfship import docker_client, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config
-from tfship.errors import DockerError, RegistryError, TfshipError
+from tfship.errors import RegistryError, TfshipError
 from tfship.progress import step
 
 BACKOFF_SECONDS = 1.0
@@ -73,7 +73,7 @@ def push_images(config: Config) -> PushReport:
     recorded = artifacts_file.load(config.artifacts_path)
     if not recorded.images:
         raise TfshipError(f"nothing to push: {config.artifacts_path} records no built image", "run invoke build first")
-    client = _docker()
+    client = docker_client.engine()
     try:
         local_images = {role: _local_image(client, image) for role, image in sorted(recorded.images.items())}
         info = registry.resolve(config)
@@ -94,17 +94,6 @@ def push_images(config: Config) -> PushReport:
         return PushReport(info, pushes, result)
     finally:
         client.close()
-
-
-def _docker():
-    import docker
-
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-        return client
-    except Exception:
-        raise DockerError("no Docker engine answers", "run: invoke engine.up")
 
 
 def _local_image(client, image: ImageArtifact):

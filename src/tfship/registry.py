@@ -34,7 +34,7 @@ import bcrypt
 import requests
 import yaml
 
-from tfship import proc
+from tfship import docker_client, proc
 from tfship.config import Config, state_dir
 from tfship.errors import ConfigError, DockerError, RegistryError
 from tfship.progress import step
@@ -630,16 +630,13 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _docker_client(*, required: bool = False, timeout: float = 60):
-    import docker
-
+def _docker_client(*, required: bool = False, timeout: int = 60):
+    """The engine's client; None when no engine answers, unless it is `required`."""
     try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except Exception:
+        return docker_client.engine(timeout)
+    except DockerError:
         if required:
-            raise DockerError("no Docker engine answers", "run: invoke engine.up")
+            raise
         return None
 
 
@@ -782,7 +779,7 @@ def missing_credentials(info: RegistryInfo) -> RegistryError:
 def refused_credentials(info: RegistryInfo, username: str) -> RegistryError:
     return RegistryError(
         f"registry {info.address} answered 401: it refused the password of user {username!r}",
-        f"check {PASSWORD_ENV}" + (f" against the one registry.up --auth was given" if info.local else ""),
+        f"check {PASSWORD_ENV}" + (" against the one registry.up --auth was given" if info.local else ""),
     )
 
 

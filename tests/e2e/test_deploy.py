@@ -10,7 +10,6 @@ folder and its own namespace, so the project's build/artifacts.json and deployed
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass

@@ -4,7 +4,6 @@ live acceptance. Bases come from the Debian mirror (base.source: debian), so thi
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import tarfile

@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("half_plus_two")
     monitoring = workdir / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
-    process = ServerProcess([f"--model_name=default", f"--model_base_path={HALF_PLUS_TWO}",
+    process = ServerProcess(["--model_name=default", f"--model_base_path={HALF_PLUS_TWO}",
                              f"--monitoring_config_file={monitoring}", "--rest_api_timeout_in_ms=5000"],
                             workdir / "server.log")
     process.wait_ready()
