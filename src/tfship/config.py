@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,8 +254,10 @@ def _check(config: Config) -> None:
         raise ConfigError("kubernetes.replicas must be 0 or more", f"got {config.kubernetes.replicas}")
 
 
-def _section_fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+def _section_fields(cls: type) -> dict[str, Any]:
+    """Key -> type of a config section's settings (annotations resolved, internal fields left out)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
@@ -274,24 +275,17 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
 
 def _env_name_to_key(rest: str, cls: type) -> str | None:
     fields = _section_fields(cls)
-    if rest in fields and not _is_section(fields[rest].type):
+    if rest in fields and not _is_section(fields[rest]):
         return rest
-    for name, f in fields.items():
-        if _is_section(f.type) and rest.startswith(name + "_"):
-            sub = _env_name_to_key(rest[len(name) + 1:], _resolve(f.type))
+    for name, tp in fields.items():
+        if _is_section(tp) and rest.startswith(name + "_"):
+            sub = _env_name_to_key(rest[len(name) + 1:], tp)
             if sub is not None:
                 return f"{name}.{sub}"
     return None
 
 
-def _resolve(tp: Any) -> Any:
-    if isinstance(tp, str):
-        return eval(tp, vars(typing) | globals())  # annotations are strings under `from __future__ import annotations`
-    return tp
-
-
 def _is_section(tp: Any) -> bool:
-    tp = _resolve(tp)
     return dataclasses.is_dataclass(tp) and isinstance(tp, type)
 
 
@@ -306,7 +300,7 @@ def _build(cls: type, data: Any, *, source: str, prefix: str) -> Any:
             raise ConfigError(
                 f"{source}: unknown key '{prefix}{key}'", f"known keys here: {', '.join(sorted(fields))}"
             )
-        kwargs[key] = _coerce(_resolve(fields[key].type), value, source=source, key=f"{prefix}{key}", from_text=False)
+        kwargs[key] = _coerce(fields[key], value, source=source, key=f"{prefix}{key}", from_text=False)
     return cls(**kwargs)
 
 
@@ -363,8 +357,6 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str, from_text: bool) -> A
             )
             for k, v in value.items()
         }
-    if origin in (typing.Union, types.UnionType):
-        raise bad(str(tp))  # not used by Config; kept loud rather than silently accepting anything
     raise ConfigError(f"{source}: '{key}' has a type tfship cannot read ({tp})", "report this as a bug")
 
 
@@ -373,11 +365,11 @@ def _set_dotted(config: Config, key: str, value: Any, *, source: str, from_text:
     parts = key.split(".")
     for part in parts[:-1]:
         fields = _section_fields(type(target))
-        if part not in fields or not _is_section(fields[part].type):
+        if part not in fields or not _is_section(fields[part]):
             raise ConfigError(f"{source}: unknown key '{key}'", "see tfship.yaml for the known keys")
         target = getattr(target, part)
     fields = _section_fields(type(target))
     last = parts[-1]
     if last not in fields:
         raise ConfigError(f"{source}: unknown key '{key}'", f"known keys here: {', '.join(sorted(fields))}")
-    setattr(target, last, _coerce(_resolve(fields[last].type), value, source=source, key=key, from_text=from_text))
+    setattr(target, last, _coerce(fields[last], value, source=source, key=key, from_text=from_text))
