@@ -69,6 +69,19 @@ class DeployResult:
     revision: str
     seconds: float
 
+    @classmethod
+    def of(cls, config: Config, deployment: dict[str, Any], seconds: float) -> "DeployResult":
+        """What a completed rollout of `deployment` serves."""
+        return cls(
+            namespace=config.kubernetes.namespace,
+            app=config.kubernetes.app,
+            ready=int(deployment.get("status", {}).get("readyReplicas", 0)),
+            replicas=int(deployment.get("spec", {}).get("replicas", 0)),
+            image=_container_image(deployment),
+            revision=_revision(deployment),
+            seconds=seconds,
+        )
+
     @property
     def digest(self) -> str:
         return self.image.rpartition("@")[2]
@@ -134,11 +147,17 @@ def render_manifests(
         except TfshipError as error:
             say(f"    cluster not reachable, rendering for a current Kubernetes ({error.message})")
             source = "offline defaults: the cluster did not answer"
+    rendered, api_versions = _render_and_write(config, recorded, served, replicas)
+    return RenderResult(files=list(rendered), out_dir=str(render.output_dir(config)), api_versions=api_versions,
+                        source=source)
+
+
+def _render_and_write(config: Config, recorded: tfartifacts.Artifacts, served: list[str] | None,
+                      replicas: int | None) -> tuple[dict[str, str], render.ApiVersions]:
     api_versions = render.select_api_versions(served)
     rendered = render.render(config, recorded, api_versions, replicas)
-    out_dir = render.output_dir(config)
-    render.write(rendered, out_dir)
-    return RenderResult(files=list(rendered), out_dir=str(out_dir), api_versions=api_versions, source=source)
+    render.write(rendered, render.output_dir(config))
+    return rendered, api_versions
 
 
 def deploy(
@@ -157,9 +176,7 @@ def deploy(
     started = clock()
     artifacts = tfartifacts.load(config.artifacts_path)
     image = artifacts.image("serving").pinned_ref
-    api_versions = render.select_api_versions(served_api_versions(config, run))
-    rendered = render.render(config, artifacts, api_versions, replicas)
-    render.write(rendered, render.output_dir(config))
+    rendered, _ = _render_and_write(config, artifacts, served_api_versions(config, run), replicas)
 
     with step(f"Deploying {replicas} replicas of {image} to {kube.namespace}/{kube.app}") as progress:
         _wait_namespace_not_terminating(config, run, clock, sleep, progress)
@@ -172,19 +189,10 @@ def deploy(
         _apply(config, run, "---\n".join(rest), progress)
         deadline = started + kube.rollout_timeout
         try:
-            _wait_observed(config, run, deadline, clock, sleep)
             deployment = wait_for_rollout(config, run, deadline, clock=clock, sleep=sleep, progress=progress.update)
         except RolloutFailed as failure:
             raise _undo(config, run, failure, before, keep_failed, clock, sleep) from None
-        result = DeployResult(
-            namespace=kube.namespace,
-            app=kube.app,
-            ready=int(deployment.get("status", {}).get("readyReplicas", 0)),
-            replicas=replicas,
-            image=_container_image(deployment),
-            revision=_revision(deployment),
-            seconds=clock() - started,
-        )
+        result = DeployResult.of(config, deployment, clock() - started)
         progress.done(f"{result.ready}/{replicas} ready, serving {result.digest}")
     return result
 
@@ -233,19 +241,10 @@ def rollback(
         run(config, "rollout", "undo", f"deployment/{kube.app}", "-n", kube.namespace, f"--to-revision={previous}")
         deadline = started + kube.rollout_timeout
         try:
-            _wait_observed(config, run, deadline, clock, sleep)
             deployment = wait_for_rollout(config, run, deadline, clock=clock, sleep=sleep, progress=progress.update)
         except RolloutFailed as failure:
             raise KubernetesError(f"rollback of {kube.namespace}/{kube.app} failed: {failure}", failure.hint)
-        result = DeployResult(
-            namespace=kube.namespace,
-            app=kube.app,
-            ready=int(deployment.get("status", {}).get("readyReplicas", 0)),
-            replicas=int(deployment.get("spec", {}).get("replicas", 0)),
-            image=_container_image(deployment),
-            revision=_revision(deployment),
-            seconds=clock() - started,
-        )
+        result = DeployResult.of(config, deployment, clock() - started)
         progress.done(f"serving {result.digest}")
     return result
 
@@ -468,8 +467,10 @@ def wait_for_rollout(
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Poll until the rollout completes; raise RolloutFailed at the first hopeless pod or at the deadline."""
+    """Poll until the rollout completes; raise RolloutFailed at the first hopeless pod or at the deadline.
+    The controller must have observed the applied spec first, or an old, complete status would count."""
     kube = config.kubernetes
+    _wait_observed(config, run, deadline, clock, sleep)
     last_line = ""
     while True:
         objects = _items(run(config, "get", "deployments,replicasets,pods", "-n", kube.namespace,
@@ -643,7 +644,6 @@ def _undo(
         return KubernetesError(message + "; nothing had changed to roll back", failure.hint)
     try:
         deadline = clock() + kube.rollout_timeout
-        _wait_observed(config, run, deadline, clock, sleep)
         deployment = wait_for_rollout(config, run, deadline, clock=clock, sleep=sleep)
     except RolloutFailed as second:
         return KubernetesError(message + f"; rolling back to {' and '.join(restored)} failed too: {second.reason}",
