@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tfship import artifacts as artifacts_store
 from tfship import cluster, deploy, engine, export, images, models, push, registry, smoke
 from tfship.config import Config
 from tfship.progress import step
@@ -39,11 +38,10 @@ def up(config: Config) -> UpSummary:
         images.build(config)
         if config.registry.local:
             registry.up(config)
-        push.push(config)
+        recorded = push.push(config)
         cluster.up(config)
         deployed = deploy.deploy(config)
         results = smoke.smoke_test(config)
-        recorded = artifacts_store.load(config.artifacts_path)
         summary = UpSummary(
             images=[f"{image.role}: {image.pinned_ref}" for image in recorded.images.values()],
             deployed=str(deployed),

@@ -347,7 +347,8 @@ def check_replica(forward: PortForward, cases: Sequence[SmokeCase], grpc_port: i
                 last_error = _describe(exc)
                 if not forward.alive() and forward.restarts == 0:
                     forward.restart()
-                    grpc_client.close(), rest_client.close()
+                    grpc_client.close()
+                    rest_client.close()
                     grpc_client = GrpcClient(forward.ports[grpc_port], timeout)
                     rest_client = RestClient(forward.ports[rest_port], timeout)
                 time.sleep(0.5)
@@ -395,12 +396,10 @@ def _describe(exc: Exception) -> str:
 
 
 def ready_pods(config: Config) -> list[str]:
-    from tfship import kubectl
+    from tfship import kubectl, render
 
-    k = config.kubernetes
-    deployment = json.loads(kubectl.kubectl(config, "get", "deployment", k.app, "-n", k.namespace, "-o", "json").stdout)
-    selector = ",".join(f"{key}={value}" for key, value in deployment["spec"]["selector"]["matchLabels"].items())
-    pods = json.loads(kubectl.kubectl(config, "get", "pods", "-n", k.namespace, "-l", selector, "-o", "json").stdout)
+    pods = json.loads(kubectl.kubectl(config, "get", "pods", "-n", config.kubernetes.namespace,
+                                      "-l", render.selector(config), "-o", "json").stdout)
     ready = []
     for pod in pods["items"]:
         if pod["metadata"].get("deletionTimestamp"):
