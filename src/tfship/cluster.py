@@ -491,16 +491,10 @@ def start_local(config: Config) -> str:
         audit_policy = state / "audit-policy.yaml"
         audit_policy.write_text(AUDIT_POLICY)
         (state / "logs" / "kube-apiserver-audit.log").unlink(missing_ok=True)  # the apiserver appends to it
-        with log_path.open("wb") as log:
-            script = subprocess.Popen(
-                ["hack/local-up-cluster.sh", "-O"],
-                cwd=source_tree(),
-                env={**os.environ, **local_up_environment(state / "logs", etcd_dir, audit_policy)},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # the cluster outlives this command; its session id finds it again
-            )
+        # Its own session: the cluster outlives this command, and the session id finds its processes again.
+        script = proc.start_detached(["hack/local-up-cluster.sh", "-O"], log_path, cwd=source_tree(),
+                                     env=local_up_environment(state / "logs", etcd_dir, audit_policy),
+                                     truncate_log=True)
         session_file().write_text(json.dumps({"session": script.pid, "started": time.time()}))
         try:
             _follow_script(script, log_path, progress)

@@ -110,13 +110,8 @@ def start_dockerd() -> None:
     wrapper.parent.mkdir(parents=True, exist_ok=True)
     wrapper.write_text(RUNTIME_WRAPPER)
     wrapper.chmod(0o755)
-    log = dockerd_log().open("ab")
-    subprocess.Popen(
-        ["dockerd", f"--add-runtime={RUNTIME_NAME}={wrapper}", f"--default-runtime={RUNTIME_NAME}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # outlives this command, like a service would
+    proc.start_detached(
+        ["dockerd", f"--add-runtime={RUNTIME_NAME}={wrapper}", f"--default-runtime={RUNTIME_NAME}"], dockerd_log()
     )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

@@ -70,6 +70,29 @@ def _stream(args, *, cwd, env, input, timeout, on_line) -> subprocess.CompletedP
     return subprocess.CompletedProcess(args, returncode, output, output)
 
 
+def start_detached(
+    argv: Sequence[str | os.PathLike],
+    log_path: Path,
+    *,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    truncate_log: bool = False,
+) -> subprocess.Popen:
+    """Start a long-lived service (dockerd, a registry, the cluster) in its own session, so it outlives this
+    command like a service would; its output goes to log_path (appended unless truncate_log)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb" if truncate_log else "ab") as log:
+        return subprocess.Popen(
+            [str(a) for a in argv],
+            cwd=cwd,
+            env={**os.environ, **env} if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def which(name: str) -> str | None:
     from shutil import which as _which
 

@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import string
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,14 +392,7 @@ class LocalSite:
 
     def start_process(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            child = subprocess.Popen(
-                ["docker-registry", "serve", str(self.config_file)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives this command, like a service would
-            )
+        child = proc.start_detached(["docker-registry", "serve", self.config_file], self.log_file)
         self.pid_file.write_text(f"{child.pid}\n")
 
     def start_container(self, image: str) -> None:
