@@ -2,7 +2,7 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import handles_errors, load_config
 
 
 @task(help={"auth": "TLS with a generated CA and bcrypt htpasswd (on registry.auth_url)"})
