@@ -117,6 +117,8 @@ def follow_stream(stream: Iterable[dict], what: str, on_line: Callable[[str], No
 
 # Context files get a fixed mtime and owner, so identical inputs give identical layers (and registry dedup).
 CONTEXT_MTIME = 1
+# Never part of a build context: bytecode, and the templates tfship ships (images do not need them).
+SKIPPED = frozenset({"__pycache__", "_data"})
 
 
 def build_image(
@@ -155,7 +157,7 @@ def _add_tree(tar: tarfile.TarFile, name: str, path: Path) -> None:
     if path.is_dir():
         _add_entry(tar, name, path)
         for child in sorted(path.iterdir()):
-            if child.name == "__pycache__" or child.suffix == ".pyc":
+            if child.name in SKIPPED or child.suffix == ".pyc":
                 continue
             _add_tree(tar, f"{name}/{child.name}", child)
     else:

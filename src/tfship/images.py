@@ -26,17 +26,18 @@ from typing import Iterable, Mapping
 
 import requests
 
+import tfship
 from tfship import artifacts as artifacts_mod
 from tfship import bases, docker_client
 from tfship import models as model_stage
 from tfship.artifacts import ImageArtifact
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
+from tfship.docker_client import SKIPPED
 from tfship.progress import say, step
 
 DOCKERFILES = bases.DOCKERFILES
-PROJECT_ROOT = DOCKERFILES.parent
-SOURCE_DIR = PROJECT_ROOT / "src" / "tfship"
+SOURCE_DIR = Path(tfship.__file__).resolve().parent
 TAG_LENGTH = 16
 MODELS_LABEL = "io.tfship.models"
 REVISION_LABEL = "org.opencontainers.image.revision"
@@ -100,7 +101,7 @@ def _walk(name: str, path: Path) -> Iterable[tuple[str, Path]]:
     yield name, path
     if path.is_dir():
         for child in sorted(path.iterdir()):
-            if child.name == "__pycache__" or child.suffix == ".pyc":
+            if child.name in SKIPPED or child.suffix == ".pyc":
                 continue
             yield from _walk(f"{name}/{child.name}", child)
 
@@ -138,8 +139,7 @@ def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
         name=config.images.devel,
         dockerfile=DOCKERFILES / "Dockerfile.devel",
         parent_id=tf_id,
-        files={"tfship.pth": DOCKERFILES / "tfship.pth", "pyproject.toml": PROJECT_ROOT / "pyproject.toml",
-               "src/tfship": SOURCE_DIR},
+        files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship": SOURCE_DIR},
         buildargs={"TF_IMAGE": tf_ref, "USER_ID": str(config.images.user)},
         private_inputs={"pip_index_url": config.base.pip_index_url},
         needs_pypi=True,
@@ -367,7 +367,7 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
             say(f"serving image {ref}: up to date")
         else:
             validate_models(config)
-            labels = {REVISION_LABEL: git_revision(config.root, PROJECT_ROOT), MODELS_LABEL: models_label(served)}
+            labels = {REVISION_LABEL: git_revision(config.root, SOURCE_DIR), MODELS_LABEL: models_label(served)}
             with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
                 image_id = docker_client.build_image(ref, plan.dockerfile, plan.files, plan.buildargs,
                                                      progress.update, labels=labels, nocache=nocache)

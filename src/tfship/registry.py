@@ -33,14 +33,14 @@ import bcrypt
 import requests
 import yaml
 
-from tfship import docker_client, proc
+from tfship import docker_client, proc, resources
 from tfship.config import Config, state_dir
 from tfship.errors import ConfigError, DockerError, RegistryError
 from tfship.progress import step
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-TEMPLATES = Path(__file__).resolve().parents[2] / "registry"
+TEMPLATES = resources.template_dir("registry")
 # Where dockerd looks for a registry's CA (read on every connection, so no engine restart is needed).
 ENGINE_CERTS_DIR = Path("/etc/docker/certs.d")
 CONTAINER_MOUNT = "/tfship"

@@ -18,12 +18,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from tfship import images
+from tfship import images, resources
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 from tfship.errors import KubernetesError, TfshipError
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s"
+TEMPLATES_DIR = resources.template_dir("k8s")
 MODELS_ROOT = "/models"
 MODEL_CONFIG_DIR = "/etc/tfship"
 MODEL_CONFIG_FILE = "models.config"
