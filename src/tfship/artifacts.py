@@ -6,9 +6,11 @@ registry repository and manifest digest; `render`/`deploy` read the pinned refer
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,8 +76,22 @@ def load(path: Path) -> Artifacts:
 
 
 def save(path: Path, artifacts: Artifacts) -> None:
-    """Write atomically, so an interrupted stage never leaves a half-written hand-off."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(artifacts.to_json())
-    os.replace(tmp, path)
+    """Write atomically and durably (a unique temp file, fsync, rename), so an interrupted stage or a full disk
+    never leaves a half-written hand-off, and two writers never share a temp file."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as out:
+            out.write(artifacts.to_json())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise TfshipError(f"cannot write {path}: {exc.strerror or exc}",
+                              "free disk space or fix the folder's permissions, then run the stage again") from None
+        raise

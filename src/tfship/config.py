@@ -179,8 +179,20 @@ def cache_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Long-lived local state (registry data, generated credentials and certificates), outside the work tree."""
-    return Path(os.environ.get("TFSHIP_STATE_DIR", "~/.local/share/tfship")).expanduser()
+    """Long-lived local state (registry data, generated credentials and certificates), outside the work tree.
+    Created 0700 (and narrowed to it if found wider): whatever lies below is private to this user."""
+    folder = Path(os.environ.get("TFSHIP_STATE_DIR", "~/.local/share/tfship")).expanduser()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+    return folder
+
+
+def private_dir(*parts: str) -> Path:
+    """A folder under the state folder, 0700."""
+    folder = state_dir().joinpath(*parts)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 # --------------------------------------------------------------------------------------------------------------
