@@ -88,21 +88,10 @@ def content_tag(dockerfile: Path, files: Mapping[str, Path], buildargs: Mapping[
     for key in sorted(buildargs):
         feed("arg", key, buildargs[key])
     for name in sorted(files):
-        for relative, path in _walk(name, files[name]):
+        for relative, path in docker_client.context_entries(name, files[name]):
             mode = "x" if os.access(path, os.X_OK) and path.is_file() else "-"
             feed("file", relative, mode, _file_sha256(path) if path.is_file() else "dir")
     return digest.hexdigest()[:TAG_LENGTH]
-
-
-def _walk(name: str, path: Path) -> Iterable[tuple[str, Path]]:
-    if not path.exists():
-        raise ConfigError(f"build input {path} does not exist", "restore it from git (or re-export the model)")
-    yield name, path
-    if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.name == "__pycache__" or child.suffix == ".pyc":
-                continue
-            yield from _walk(f"{name}/{child.name}", child)
 
 
 def _file_sha256(path: Path) -> str:
