@@ -18,10 +18,13 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from tfship import images
+from tfship import artifacts as tfartifacts
+from tfship import cluster, images
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 from tfship.errors import KubernetesError, TfshipError
+from tfship.kubectl import REQUEST_TIMEOUT, Reads
+from tfship.progress import say
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s"
 MODELS_ROOT = "/models"
@@ -73,8 +76,57 @@ def select_api_versions(served: Iterable[str] | None) -> ApiVersions:
     return ApiVersions(deployment=chosen["Deployment"], pdb=chosen["PodDisruptionBudget"])
 
 
+def served_api_versions(kube: Reads) -> list[str]:
+    """`kubectl api-versions` of the target cluster."""
+    result = kube.run("api-versions", REQUEST_TIMEOUT)
+    return [line.strip() for line in (result.stdout or "").splitlines() if line.strip()]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Public entry points
+
+
+@dataclass
+class RenderResult:
+    files: list[str]
+    out_dir: str
+    api_versions: ApiVersions
+    source: str  # where the API versions came from
+
+    def __str__(self) -> str:
+        return (
+            f"rendered {len(self.files)} manifests into {self.out_dir} ({', '.join(self.files)}); "
+            f"PodDisruptionBudget {self.api_versions.pdb} ({self.source})"
+        )
+
+
+def render_manifests(config: Config, replicas: int | None = None, *, offline: bool = False,
+                     target: Reads | None = None) -> RenderResult:
+    """Render into build/k8s/ with the API versions of the configured cluster (or current ones offline or when
+    the cluster does not answer, which it says)."""
+    recorded = tfartifacts.load(config.artifacts_path)
+    recorded.image("serving").pinned_ref  # nothing to render before a push: say so before asking the cluster
+    served: list[str] | None = None
+    source = "offline defaults"
+    if not offline:
+        try:
+            served = served_api_versions(target or cluster.target(config))
+            source = "from the cluster"
+        except TfshipError as error:
+            say(f"    cluster not reachable, rendering for a current Kubernetes ({error.message})")
+            source = "offline defaults: the cluster did not answer"
+    rendered, api_versions = render_and_write(config, recorded, served, replicas)
+    return RenderResult(files=list(rendered), out_dir=str(output_dir(config)), api_versions=api_versions,
+                        source=source)
+
+
+def render_and_write(config: Config, recorded: Artifacts, served: list[str] | None,
+                     replicas: int | None) -> tuple[dict[str, str], ApiVersions]:
+    """Render for the `served` API versions (None: offline) and replace build/k8s/ with the result."""
+    api_versions = select_api_versions(served)
+    rendered = render(config, recorded, api_versions, replicas)
+    write(rendered, output_dir(config))
+    return rendered, api_versions
 
 
 def render(

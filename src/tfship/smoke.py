@@ -8,7 +8,6 @@ regression-like models, an error rate under a threshold for classifiers (as TF S
 
 from __future__ import annotations
 
-import json
 import queue
 import re
 import signal
@@ -24,6 +23,7 @@ from tfship import artifacts as artifacts_store
 from tfship import models
 from tfship.config import Config
 from tfship.errors import SmokeTestError, TfshipError
+from tfship.kubectl import Reads
 
 FORWARD_LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
 FORWARD_START_TIMEOUT = 15.0
@@ -395,13 +395,12 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def ready_pods(config: Config) -> list[str]:
-    from tfship import kubectl, render
+def ready_pods(config: Config, kube: Reads) -> list[str]:
+    from tfship import render
 
-    pods = json.loads(kubectl.kubectl(config, "get", "pods", "-n", config.kubernetes.namespace,
-                                      "-l", render.selector(config), "-o", "json").stdout)
+    pods = kube.items("get", "pods", "-n", config.kubernetes.namespace, "-l", render.selector(config))
     ready = []
-    for pod in pods["items"]:
+    for pod in pods:
         if pod["metadata"].get("deletionTimestamp"):
             continue
         conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
@@ -427,13 +426,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def smoke_test(config: Config) -> list[ReplicaResult]:
+def smoke_test(config: Config, *, target: Reads | None = None) -> list[ReplicaResult]:
     """Check every Ready replica, each through its own port-forward; a replica that fails is reported in its
     result, not raised (see require_all_ok), so one bad pod never hides the others."""
-    from tfship import kubectl
+    from tfship import cluster
 
     cases = load_cases(config, artifacts_store.load(config.artifacts_path))
-    pods = ready_pods(config)
+    kube = target or cluster.target(config)
+    pods = ready_pods(config, kube)
     if not pods:
         raise SmokeTestError(f"no Ready pod of {config.kubernetes.app} in namespace {config.kubernetes.namespace}",
                              "run: invoke deploy, then invoke status")
@@ -441,7 +441,7 @@ def smoke_test(config: Config) -> list[ReplicaResult]:
     results = []
     with _sigterm_as_interrupt():
         for pod in pods:
-            forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod, ports)
+            forward = PortForward(kube.argv(), config.kubernetes.namespace, pod, ports)
             try:
                 forward.start()
                 results.append(check_replica(forward, cases, *ports, timeout=config.smoke.timeout,

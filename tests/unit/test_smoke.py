@@ -120,6 +120,10 @@ def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM) in the middle of a replica's checks still stops its kubectl port-forward."""
     from tfship import kubectl
 
+    class FakeTarget(kubectl.Reads):
+        def argv(self, *args):
+            return fake_kubectl(tmp_path, "ok") + list(args)
+
     started = []
     real_start = smoke.PortForward.start
 
@@ -133,10 +137,9 @@ def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(smoke.PortForward, "start", start)
     monkeypatch.setattr(smoke, "load_cases", lambda config, recorded: [])
-    monkeypatch.setattr(smoke, "ready_pods", lambda config: ["pod-a", "pod-b"])
+    monkeypatch.setattr(smoke, "ready_pods", lambda config, kube: ["pod-a", "pod-b"])
     monkeypatch.setattr(smoke, "check_replica", interrupted)
-    monkeypatch.setattr(kubectl, "kubectl_argv", lambda config: fake_kubectl(tmp_path, "ok"))
 
     with pytest.raises(KeyboardInterrupt):
-        smoke.smoke_test(Config(root=tmp_path))
+        smoke.smoke_test(Config(root=tmp_path), target=FakeTarget())
     assert len(started) == 1 and not started[0].alive()
