@@ -11,7 +11,7 @@ import pytest
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy, kubectl, render, rollout
+from tfship import deploy, images, kubectl, render, rollout
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError, RegistryError
 
@@ -131,6 +131,7 @@ def save_artifacts(config: tfconfig.Config, auth: bool) -> None:
     serving = ImageArtifact(role="serving", name="tfship-serving", tag="t2", image_id="sha256:" + "22" * 32,
                             user=10001, runtime="python", repository=REPOSITORY, digest=DIGEST_NEW)
     tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": serving}, models={"half_plus_two": [1]},
+                                                      serving=images.serving_record(config, {"half_plus_two": [1]}, keep_samples=False),
                                                       registry="127.0.0.1:5000", registry_auth=auth))
 
 
