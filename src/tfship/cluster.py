@@ -27,7 +27,7 @@ from typing import Iterator
 
 import yaml
 
-from tfship import bases, proc
+from tfship import bases, kubectl, proc
 from tfship.config import Config, cache_dir, state_dir
 from tfship.engine import apt_install, ensure_engine
 from tfship.errors import KubernetesError
@@ -137,6 +137,11 @@ def context_of(config: Config) -> str:
 def kubeconfig_of(config: Config) -> Path | None:
     """The local cluster's own kubeconfig; None means kubectl's default ($KUBECONFIG or ~/.kube/config)."""
     return local_kubeconfig() if config.kubernetes.provider == "local" else None
+
+
+def target(config: Config) -> kubectl.Target:
+    """The kubectl target of the configured cluster, resolved once."""
+    return kubectl.Target(kubectl_binary(config), kubeconfig_of(config), context_of(config))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -617,11 +622,10 @@ def parse_nodes(nodes_json: dict) -> list[NodeState]:
 
 def status(config: Config) -> ClusterStatus:
     """Ask the configured cluster for its nodes; a KubernetesError says why it does not answer."""
-    from tfship.kubectl import kubectl
-
     if config.kubernetes.provider == "local" and not local_kubeconfig().is_file():
         raise KubernetesError("the local cluster is not running", "run: invoke cluster.up")
-    nodes = kubectl(config, "get", "nodes", "-o", "json", "--request-timeout=10s", timeout=30, check=False)
+    kube = target(config)
+    nodes = kube.run("get", "nodes", "-o", "json", "--request-timeout=10s", timeout=30, check=False)
     if nodes.returncode != 0:
         said = [line.strip() for line in (nodes.stderr or nodes.stdout).splitlines() if line.strip()]
         raise KubernetesError(
@@ -630,7 +634,7 @@ def status(config: Config) -> ClusterStatus:
             "run: invoke cluster.up" if config.kubernetes.provider != "external"
             else "set kubernetes.context in tfship.yaml, or check: kubectl config current-context",
         )
-    server = kubectl(config, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}", timeout=30)
+    server = kube.run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}", timeout=30)
     return ClusterStatus(
         provider=config.kubernetes.provider,
         context=context_of(config),

@@ -46,6 +46,9 @@ class ModelSpec:
     # version_labels, e.g. {"stable": 1, "canary": 2}
     labels: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+    # What the smoke test asks of the model: known answers from the smoke sample the exporter saved (a model
+    # without one fails the smoke test), or status-only (status and metadata, e.g. an imported model).
+    smoke: Literal["known-answers", "status-only"] = "known-answers"
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tfship import cluster, kubectl
+from tfship import cluster
 from tfship.cluster import ProcessInfo
 from tfship.config import Config, KubernetesConfig
 from tfship.errors import KubernetesError
@@ -154,15 +154,15 @@ def test_kubectl_argv_for_the_local_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("TFSHIP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
     with pytest.raises(KubernetesError, match="not built yet"):
-        kubectl.kubectl_argv(config_for("local"), "get", "nodes")
+        cluster.target(config_for("local")).argv("get", "nodes")
     cluster.binaries_dir().mkdir(parents=True)
     (cluster.binaries_dir() / "kubectl").write_text("")
     with pytest.raises(KubernetesError, match="kubeconfig .* does not exist") as raised:
-        kubectl.kubectl_argv(config_for("local"), "get", "nodes")
+        cluster.target(config_for("local")).argv("get", "nodes")
     assert raised.value.hint == "run: invoke cluster.up"
     cluster.local_kubeconfig().parent.mkdir(parents=True)
     cluster.local_kubeconfig().write_text("")
-    assert kubectl.kubectl_argv(config_for("local"), "get", "nodes") == [
+    assert cluster.target(config_for("local")).argv("get", "nodes") == [
         str(cluster.binaries_dir() / "kubectl"), "--kubeconfig", str(cluster.local_kubeconfig()),
         "--context", "tfship-local", "get", "nodes",
     ]
@@ -174,11 +174,11 @@ def test_kubectl_argv_for_an_external_cluster(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
-    assert kubectl.kubectl_argv(config_for("external"), "version") == [str(fake), "version"]
-    assert kubectl.kubectl_argv(config_for("external", "prod"), "version") == [str(fake), "--context", "prod", "version"]
+    assert cluster.target(config_for("external")).argv("version") == [str(fake), "version"]
+    assert cluster.target(config_for("external", "prod")).argv("version") == [str(fake), "--context", "prod", "version"]
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(KubernetesError, match="not on PATH"):
-        kubectl.kubectl_argv(config_for("external"), "version")
+        cluster.target(config_for("external")).argv("version")
 
 
 def test_local_status_without_a_kubeconfig_says_run_cluster_up(tmp_path, monkeypatch):
