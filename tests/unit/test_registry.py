@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tfship import push, registry
+from tfship.registry import local
 from tfship.artifacts import Artifacts, ImageArtifact, save
 from tfship.config import Config, RegistryConfig
 from tfship.errors import ConfigError, RegistryError, TfshipError
@@ -91,14 +92,14 @@ def test_engine_allows_http_only_to_loopback_or_insecure_registries(address, reg
     ],
 )
 def test_choose_server(tmp_path, monkeypatch, setting, running, pullable, expected):
-    monkeypatch.setattr(registry, "_upstream_image_available", lambda config: pullable)
-    assert registry._choose_server(make_config(tmp_path, server=setting), running) == expected
+    monkeypatch.setattr(local, "upstream_image_available", lambda config: pullable)
+    assert local.choose_server(make_config(tmp_path, server=setting), running) == expected
 
 
 def test_container_wanted_but_not_pullable_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_upstream_image_available", lambda config: False)
+    monkeypatch.setattr(local, "upstream_image_available", lambda config: False)
     with pytest.raises(RegistryError, match="neither has nor can pull registry:2") as caught:
-        registry._choose_server(make_config(tmp_path, server="container"), None)
+        local.choose_server(make_config(tmp_path, server="container"), None)
     assert "registry.server: process" in caught.value.hint
 
 
