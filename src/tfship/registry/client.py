@@ -78,6 +78,9 @@ class BearerTokens:
         token, expiry = self.tokens.get(scope, ("", 0.0))
         return token if token and self.clock() < expiry else None
 
+    def forget(self, scope: str) -> None:
+        self.tokens.pop(scope, None)
+
     def fetch(self, challenge: Challenge, scope: str) -> str:
         """A new token for `scope` (or the challenge's own scope) from the realm the challenge names."""
         realm = challenge.realm
@@ -179,7 +182,9 @@ class RegistryClient:
             return self._send(method, path, headers, True, **kwargs)
         if challenge.scheme == "bearer":
             headers["Authorization"] = f"Bearer {self.bearer.fetch(challenge, scope)}"
-            return self._send(method, path, headers, False, **kwargs)
+            response = self._send(method, path, headers, False, **kwargs)
+            if response.status_code == 401:
+                self.bearer.forget(scope)  # a token the registry refuses is no use next time either
         return response
 
     def answers(self) -> bool:
