@@ -48,7 +48,8 @@ def parse_registry_url(url: str) -> RegistryRef:
         raise ConfigError(f"registry.url {url!r} does not start with a registry host[:port]", example)
     if "." not in host and ":" not in host_port and host != "localhost":
         # The Docker CLI would read `alice/x` as Docker Hub's user alice: say so instead of guessing.
-        raise ConfigError(f"registry.url {url!r} does not name a registry host", f"for Docker Hub write docker.io/{text}")
+        raise ConfigError(f"registry.url {url!r} does not name a registry host",
+                          f"for Docker Hub write docker.io/{text}")
     for component in namespace.split("/") if namespace else ():
         if not PATH_COMPONENT.fullmatch(component):
             raise ConfigError(f"registry.url {url!r}: namespace part {component!r} is not a valid repository path",
@@ -106,7 +107,9 @@ class RegistryInfo:
     def describe(self) -> str:
         kind = "TLS + htpasswd" if self.auth and self.local else ("TLS" if self.scheme == "https" else "insecure HTTP")
         if not self.local:
-            return f"external registry {self.base_url} ({kind}{', CA ' + self.ca_file if self.ca_file else ''})"
+            name = self.repository() if self.namespace else self.address
+            where = "" if api_host(self.address) == self.address else f" at {self.base_url}"
+            return f"external registry {name}{where} ({kind}{', CA ' + self.ca_file if self.ca_file else ''})"
         state = f"running as a {self.server}" if self.running else "not running"
         extra = f"; {self.detail}" if self.detail else ""
         return f"local registry {self.base_url} ({kind}): {state}{extra}"
