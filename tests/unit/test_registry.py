@@ -437,3 +437,10 @@ def test_a_password_is_never_sent_to_a_plain_http_realm_elsewhere():
     challenge = client.Challenge("bearer", {"realm": "http://auth.example/token", "service": "s"})
     with pytest.raises(RegistryError, match="in clear"):
         tokens.fetch(challenge, "repository:x:pull,push")
+
+
+def test_an_identity_token_from_docker_login_is_a_clear_error(tmp_path):
+    write_docker_config({"auths": {"ghcr.io": {"identitytoken": "refresh-token-1"}}})
+    with pytest.raises(RegistryError, match="identity token for ghcr.io") as caught:
+        registry.credentials(make_config(tmp_path, url="ghcr.io/org", local=False))
+    assert registry.USERNAME_ENV in caught.value.hint and "refresh-token-1" not in caught.value.one_line()

@@ -36,4 +36,9 @@ def docker_store_credentials(address: str) -> Credentials | None:
     fields = {key.lower(): value for key, value in entry.items()}
     if fields.get("username") and fields.get("password"):
         return fields["username"], fields["password"]
+    if fields.get("identitytoken"):
+        # An OAuth2 refresh token (Docker Desktop's browser login): it needs the realm's POST flow, not Basic.
+        raise RegistryError(f"docker login stored an identity token for {address}, which tfship cannot use",
+                            f"set {USERNAME_ENV} and {PASSWORD_ENV} (an access token works as the password), or "
+                            "docker login with a username and an access token")
     return None
