@@ -33,9 +33,10 @@ import bcrypt
 import requests
 import yaml
 
-from tfship import docker_client, proc
+from tfship import docker_client
 from tfship.config import Config, state_dir
 from tfship.errors import ConfigError, DockerError, RegistryError
+from tfship.host import proc
 from tfship.progress import step
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -292,7 +293,7 @@ class LocalSite:
         os.chmod(self.ca_key.parent, 0o700)
         openssl = "openssl"
         if shutil.which(openssl) is None:
-            from tfship.engine import apt_install
+            from tfship.host.apt import ensure_packages as apt_install
 
             apt_install(["openssl"], error=RegistryError)
         run = dict(error=RegistryError, timeout=60, hint="check that openssl works: openssl version")
@@ -495,7 +496,7 @@ def up(config: Config, auth: bool | None = None) -> RegistryInfo:
             site.stop()
         if server == "process" and shutil.which("docker-registry") is None:
             # Before the port check: on a systemd machine the package starts its own service on :5000.
-            from tfship.engine import apt_install
+            from tfship.host.apt import ensure_packages as apt_install
 
             progress.update("installing Debian's docker-registry")
             apt_install(["docker-registry"], error=RegistryError)
