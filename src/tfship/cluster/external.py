@@ -1,0 +1,39 @@
+"""Any cluster a kubectl context names (the configured one, else the kubeconfig's current one): tfship only
+talks to it with the `kubectl` on PATH, never starts or stops it, and needs no root for it."""
+
+from __future__ import annotations
+
+from tfship.cluster.provider import Provider
+from tfship.errors import KubernetesError
+from tfship.host import proc
+from tfship.kubectl import Target
+
+
+def kubectl_on_path(provider: str) -> str:
+    found = proc.which("kubectl")
+    if found is None:
+        raise KubernetesError(f"kubernetes.provider is {provider} but kubectl is not on PATH",
+                              "install kubectl, or set kubernetes.provider: local")
+    return found
+
+
+class ExternalProvider(Provider):
+    name = "external"
+    unreachable_hint = "set kubernetes.context in tfship.yaml, or check: kubectl config current-context"
+
+    @property
+    def context(self) -> str:
+        return self.config.kubernetes.context
+
+    def target(self) -> Target:
+        return Target(kubectl_on_path(self.name), None, self.context)
+
+    def up(self) -> str:
+        current = self.status()
+        if not current.ready:
+            raise KubernetesError(f"no Ready node in context {self.context or 'current'}", current.describe())
+        return "external cluster is Ready; tfship does not manage it\n" + current.describe()
+
+    def down(self) -> str:
+        raise KubernetesError("kubernetes.provider is external: tfship does not stop clusters it did not start",
+                              "stop it with its own tools")
