@@ -96,12 +96,18 @@ def test_list_processes_and_flag_values():
     assert processes.flag_value(("etcd",), "--data-dir") is None
 
 
-def test_apt_never_runs_for_a_user_who_is_not_root(monkeypatch):
+def fake_apt(monkeypatch, *, missing: list[str], root: bool) -> list[list[str]]:
+    """apt with `missing` packages, run as root or not; returns the commands it runs (recorded, not run)."""
     ran: list[list[str]] = []
-    monkeypatch.setattr(apt, "missing", lambda packages: ["etcd-server"])
-    monkeypatch.setattr(apt, "is_root", lambda: False)
+    monkeypatch.setattr(apt, "missing", lambda packages: missing)
+    monkeypatch.setattr(apt, "is_root", lambda: root)
     monkeypatch.setattr(apt.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(proc, "run", lambda argv, **kwargs: ran.append(list(argv)))
+    return ran
+
+
+def test_apt_never_runs_for_a_user_who_is_not_root(monkeypatch):
+    ran = fake_apt(monkeypatch, missing=["etcd-server"], root=False)
     with pytest.raises(TfshipError) as raised:
         apt.ensure_packages(["etcd-server", "socat"], why="to run the local cluster")
     assert raised.value.message == "Debian packages etcd-server are missing (to run the local cluster)"
@@ -110,11 +116,7 @@ def test_apt_never_runs_for_a_user_who_is_not_root(monkeypatch):
 
 
 def test_apt_installs_only_what_is_missing_as_root(monkeypatch):
-    ran: list[list[str]] = []
-    monkeypatch.setattr(apt, "missing", lambda packages: ["socat"])
-    monkeypatch.setattr(apt, "is_root", lambda: True)
-    monkeypatch.setattr(apt.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(proc, "run", lambda argv, **kwargs: ran.append(list(argv)))
+    ran = fake_apt(monkeypatch, missing=["socat"], root=True)
     apt.ensure_packages(["etcd-server", "socat"])
     assert ran == [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "socat"]]
 

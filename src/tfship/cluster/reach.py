@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import socket
 from typing import Iterable
 
 from tfship.cluster.status import NodeState
+from tfship.host.net import is_loopback, is_this_machine
 
 
 def registry_host(registry_url: str) -> str:
@@ -16,30 +14,6 @@ def registry_host(registry_url: str) -> str:
     if hostport.startswith("["):
         return hostport[1:hostport.index("]")]
     return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def is_this_machine(address: str) -> bool:
-    """True when `address` (an IP or a host name) belongs to this machine: binding a socket to it works."""
-    if address in ("localhost", socket.gethostname(), socket.getfqdn()):
-        return True
-    try:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return True
-    return False
 
 
 def loopback_problem(registry_url: str, nodes: Iterable[NodeState]) -> str | None:
