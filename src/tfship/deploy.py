@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from tfship import artifacts as tfartifacts
-from tfship import render
+from tfship import cluster, render
 from tfship.config import Config
 from tfship.errors import KubernetesError, RegistryError, TfshipError
 from tfship.progress import say, step
@@ -176,6 +176,8 @@ def deploy(
     started = clock()
     artifacts = tfartifacts.load(config.artifacts_path)
     image = artifacts.image("serving").pinned_ref
+    if kubectl is None:  # the real cluster (unit tests pass a fake): can its nodes pull from that registry?
+        cluster.check_pull(config, image)
     rendered, _ = _render_and_write(config, artifacts, served_api_versions(config, run), replicas)
 
     with step(f"Deploying {replicas} replicas of {image} to {kube.namespace}/{kube.app}") as progress:

@@ -362,3 +362,121 @@ def test_a_registry_already_on_kinds_network_is_fine_and_an_existing_cluster_is_
     result = kind_provider(fake).up()
     assert "already exists" in result and "already on network kind" in result
     assert not any(argv[:2] == ["kind", "create"] for argv in fake.ran)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kubernetes.provider auto, and a registry the cluster cannot reach (issue 11)
+
+
+def fake_kubectl_on_path(tmp_path, monkeypatch, *, current: str = "prod", answers: bool = True,
+                         node_addresses: tuple[str, ...] = ("10.255.255.1",)) -> None:
+    """A real executable named kubectl on PATH: a current context, a cluster that answers or not, one node."""
+    import sys
+
+    nodes = {"items": [{"metadata": {"name": "worker-1"},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                   "nodeInfo": {"kubeletVersion": "v1.29.0"},
+                                   "addresses": [{"type": "InternalIP", "address": a} for a in node_addresses]}}]}
+    script = tmp_path / "bin" / "kubectl"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"""#!{sys.executable}
+import json, sys
+args = sys.argv[1:]
+if args[:2] == ["config", "current-context"]:
+    print({current!r}) if {current!r} else sys.exit("error: current-context is not set")
+elif "--raw" in args or ("get" in args and "nodes" in args):
+    if not {answers!r}:
+        sys.exit("Unable to connect to the server: dial tcp 10.0.0.9:6443: i/o timeout")
+    print("{{}}" if "--raw" in args else json.dumps({nodes!r}))
+elif "view" in args:
+    print("https://10.0.0.9:6443")
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(script.parent))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    # Should a broken choice fall back to the local provider, it must not touch this machine's real cluster.
+    monkeypatch.setenv("TFSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
+    from tfship.host import apt
+
+    monkeypatch.setattr(apt, "is_root", lambda: False)
+    monkeypatch.setattr(cluster.auto, "_chosen", {})
+    monkeypatch.setattr(cluster, "_said", set())
+
+
+def test_auto_uses_the_current_context_when_it_answers_and_says_so(tmp_path, monkeypatch, capsys):
+    fake_kubectl_on_path(tmp_path, monkeypatch)
+    chosen = cluster.provider_for(config_for("auto"))
+    assert (chosen.name, chosen.context) == ("external", "prod")
+    assert cluster.target(config_for("auto")).argv("get", "pods") == [
+        str(tmp_path / "bin" / "kubectl"), "--context", "prod", "get", "pods"]
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["cluster: external, kubectl context prod "
+                    "(kubernetes.provider auto chose external: the current kubectl context prod answers)"]
+
+
+def test_auto_falls_back_to_the_local_cluster_and_says_why(tmp_path, monkeypatch):
+    fake_kubectl_on_path(tmp_path, monkeypatch, answers=False)
+    chosen = cluster.provider_for(config_for("auto"))
+    assert (chosen.name, chosen.context) == ("local", "tfship-local")
+    assert chosen.chosen_because == (
+        "kubernetes.provider auto chose local: the current kubectl context prod does not answer "
+        "(Unable to connect to the server: dial tcp 10.0.0.9:6443: i/o timeout)")
+    fake_kubectl_on_path(tmp_path, monkeypatch, current="")
+    assert cluster.provider_for(config_for("auto")).chosen_because.endswith("kubectl has no current context")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(cluster.auto, "_chosen", {})
+    assert cluster.provider_for(config_for("auto")).chosen_because.endswith("no kubectl on PATH")
+
+
+def test_auto_with_a_named_context_uses_it():
+    assert cluster.auto.choose(config_for("auto", "staging"), which=lambda name: None).provider == "external"
+    assert cluster.auto.choose(config_for("auto", "tfship-local"), which=lambda name: None).provider == "local"
+
+
+def test_up_and_status_name_the_context_in_use(tmp_path, monkeypatch, capsys):
+    fake_kubectl_on_path(tmp_path, monkeypatch)
+    said = cluster.up(config_for("auto"))
+    assert "external (auto) cluster at https://10.0.0.9:6443 (context prod)" in said
+    assert capsys.readouterr().err.startswith("cluster: external, kubectl context prod (kubernetes.provider auto")
+    assert cluster.status(config_for("auto")).describe().startswith(
+        "external (auto) cluster at https://10.0.0.9:6443 (context prod)")
+
+
+def test_a_loopback_registry_and_a_node_elsewhere_is_one_line_before_deploy(tmp_path, monkeypatch):
+    fake_kubectl_on_path(tmp_path, monkeypatch)
+    with pytest.raises(KubernetesError) as raised:
+        cluster.check_pull(config_for("auto"), "127.0.0.1:5000/tfship/tfship-serving@sha256:" + "a" * 64)
+    assert raised.value.message == ("registry 127.0.0.1:5000 is on this machine's loopback, but node worker-1 "
+                                    "(10.255.255.1) is another machine and cannot pull from it")
+    assert "context prod" in raised.value.hint
+    assert "\n" not in raised.value.one_line()
+    # A registry the node can reach by name, and Docker Hub, pass.
+    cluster.check_pull(config_for("auto"), "registry.example.com:5000/tfship/tfship-serving:1")
+    cluster.check_pull(config_for("auto"), "tfship/tfship-serving:1")
+
+
+def test_a_node_on_this_machine_reaches_a_loopback_registry(tmp_path, monkeypatch):
+    fake_kubectl_on_path(tmp_path, monkeypatch, node_addresses=("127.0.0.1",))
+    cluster.check_pull(config_for("external", "prod"), "127.0.0.1:5000/tfship/tfship-serving:1")
+
+
+def test_registry_host_of_references():
+    from tfship.cluster.reach import registry_host
+
+    assert registry_host("127.0.0.1:5000") == "127.0.0.1"
+    assert registry_host("localhost:5000/team") == "localhost"
+    assert registry_host("[::1]:5000") == "::1"
+    assert registry_host("ghcr.io/org") == "ghcr.io"
+
+
+def test_the_local_cluster_as_an_ordinary_user_is_one_line_and_starts_nothing(tmp_path, monkeypatch):
+    from tfship import engine
+    from tfship.host import apt
+
+    monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(apt, "is_root", lambda: False)
+    monkeypatch.setattr(engine, "ensure_engine", lambda config=None: pytest.fail("must not touch the engine"))
+    with pytest.raises(KubernetesError, match="the local cluster needs root") as raised:
+        cluster.up(config_for("local"))
+    assert "kubernetes.provider: auto" in raised.value.hint

@@ -5,12 +5,16 @@ kubernetes.provider as kind chooses its node providers:
   bookworm's `kubernetes` SOURCE package and started with the source's own hack/local-up-cluster.sh (LAB.md §4).
 - `external` (external.py): whatever cluster the configured (or current) kubectl context names; tfship only reads it.
 - `kind` (kind.py): where `kind` is installed, a kind cluster wired to the registry container.
+- `auto` (auto.py, the default): the current kubectl context when its cluster answers, else `local`.
+
+Every command that resolves the cluster says once which provider and context it uses (and why, for auto).
 
 `target(config)` resolves the kubectl target (binary, kubeconfig, context) once; tfship.kubectl runs it.
 """
 
 from __future__ import annotations
 
+from tfship.cluster import auto
 from tfship.cluster.external import ExternalProvider
 from tfship.cluster.kind import KindProvider
 from tfship.cluster.local import LOCAL_CONTEXT, LocalProvider
@@ -20,20 +24,31 @@ from tfship.cluster.status import ClusterStatus, NodeState
 from tfship.config import Config
 from tfship.errors import ConfigError, KubernetesError
 from tfship.kubectl import Target
+from tfship.progress import say
 
 PROVIDERS: dict[str, type[Provider]] = {p.name: p for p in (LocalProvider, ExternalProvider, KindProvider)}
 
-__all__ = ["KUBERNETES_VERSION", "LOCAL_CONTEXT", "ClusterStatus", "NodeState", "Provider", "context_of", "down",
-           "is_ready", "provider_for", "status", "target", "up"]
+__all__ = ["KUBERNETES_VERSION", "LOCAL_CONTEXT", "ClusterStatus", "NodeState", "Provider", "check_pull",
+           "context_of", "down", "is_ready", "provider_for", "status", "target", "up"]
+
+_said: set[str] = set()
 
 
 def provider_for(config: Config) -> Provider:
+    """The provider kubernetes.provider names (auto: chosen now); says once which provider and context are used."""
     name = config.kubernetes.provider
-    try:
-        return PROVIDERS[name](config)
-    except KeyError:
-        raise ConfigError(f"kubernetes.provider {name!r} is not one of {', '.join(PROVIDERS)}",
-                          "fix kubernetes.provider in tfship.yaml") from None
+    if name == "auto":
+        chosen = auto.provider(config)
+    elif name in PROVIDERS:
+        chosen = PROVIDERS[name](config)
+    else:
+        raise ConfigError(f"kubernetes.provider {name!r} is not one of auto, {', '.join(PROVIDERS)}",
+                          "fix kubernetes.provider in tfship.yaml")
+    line = chosen.describe()
+    if line not in _said:
+        _said.add(line)
+        say(line)
+    return chosen
 
 
 def up(config: Config) -> str:
@@ -65,3 +80,19 @@ def target(config: Config) -> Target:
 def context_of(config: Config) -> str:
     """The kubeconfig context tfship talks to; empty means the kubeconfig's current context."""
     return provider_for(config).context
+
+
+def check_pull(config: Config, image_ref: str) -> None:
+    """Fail with one line, before anything is applied, when the cluster's nodes cannot reach the registry
+    `image_ref` lives in (e.g. a loopback registry and a node on another machine); silent when they can."""
+    chosen = provider_for(config)
+    first = image_ref.split("/", 1)[0]
+    # A reference without a registry host (`name:tag`, `user/name`) comes from Docker Hub.
+    registry = first if "/" in image_ref and ("." in first or ":" in first or first == "localhost") else "docker.io"
+    problem = chosen.registry_problem(registry, chosen.status().nodes)
+    if problem:
+        raise KubernetesError(
+            problem,
+            f"push to a registry the cluster can reach (registry.url), or deploy to a cluster on this machine "
+            f"(kubernetes.provider: local); the cluster is context {chosen.context or '(current)'}",
+        )

@@ -21,9 +21,13 @@ class ExternalProvider(Provider):
     name = "external"
     unreachable_hint = "set kubernetes.context in tfship.yaml, or check: kubectl config current-context"
 
+    def __init__(self, config, context: str | None = None):
+        super().__init__(config)
+        self._context = config.kubernetes.context if context is None else context
+
     @property
     def context(self) -> str:
-        return self.config.kubernetes.context
+        return self._context
 
     def target(self) -> Target:
         return Target(kubectl_on_path(self.name), None, self.context)
@@ -35,5 +39,5 @@ class ExternalProvider(Provider):
         return "external cluster is Ready; tfship does not manage it\n" + current.describe()
 
     def down(self) -> str:
-        raise KubernetesError("kubernetes.provider is external: tfship does not stop clusters it did not start",
-                              "stop it with its own tools")
+        raise KubernetesError(f"context {self.context or '(current)'} is a cluster tfship did not start: "
+                              "tfship does not stop clusters it did not start", "stop it with its own tools")

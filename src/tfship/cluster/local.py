@@ -326,6 +326,11 @@ class LocalProvider(Provider):
     def up(self) -> str:
         if self.is_ready():
             return f"local Kubernetes {KUBERNETES_VERSION} already Ready (context {LOCAL_CONTEXT}); left as it is"
+        if not apt.is_root():
+            raise KubernetesError(
+                "the local cluster needs root (its kubelet, iptables rules and apt packages)",
+                "deploy to a cluster you have: kubectl config use-context NAME, with kubernetes.provider: auto",
+            )
         engine.ensure_engine(self.config)
         local_build.ensure_binaries(self.config)
         local_build.ensure_pause_image()

@@ -18,6 +18,13 @@ class Provider(ABC):
 
     def __init__(self, config: Config):
         self.config = config
+        # Set when kubernetes.provider auto picked this provider: why, for the output.
+        self.chosen_because = ""
+
+    def describe(self) -> str:
+        """One line naming the provider and the context in use (and why, when auto chose it)."""
+        line = f"cluster: {self.name}, kubectl context {self.context or '(current)'}"
+        return f"{line} ({self.chosen_because})" if self.chosen_because else line
 
     @abstractmethod
     def up(self) -> str:
@@ -37,7 +44,8 @@ class Provider(ABC):
         """The resolved kubectl target: binary, kubeconfig, context (a KubernetesError when it cannot be)."""
 
     def status(self) -> ClusterStatus:
-        return read(self.target(), self.name, self.context, self.unreachable_hint)
+        label = f"{self.name} (auto)" if self.chosen_because else self.name
+        return read(self.target(), label, self.context, self.unreachable_hint)
 
     def registry_problem(self, registry_url: str, nodes: list[NodeState]) -> str | None:
         """Why the cluster's nodes cannot pull from `registry_url` (host:port), or None when they can.
