@@ -119,9 +119,10 @@ class ResourcesConfig:
 
 @dataclass
 class KubernetesConfig:
-    # kubeconfig context to deploy to; empty: the current one (or the local cluster's after cluster.up).
+    # kubeconfig context to deploy to; empty: the provider's (auto/external: the kubeconfig's current one).
     context: str = ""
-    provider: Literal["local", "kind", "external"] = "local"
+    # auto: the current kubectl context when its cluster answers, else local (built from Debian's source here).
+    provider: Literal["auto", "local", "kind", "external"] = "auto"
     namespace: str = "tfship"
     app: str = "tfship-serving"
     replicas: int = 3

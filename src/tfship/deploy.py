@@ -138,6 +138,8 @@ def deploy(
     started = clock()
     artifacts = tfartifacts.load(config.artifacts_path)
     image = artifacts.image("serving").pinned_ref
+    if target is None:  # the real cluster (unit tests pass a fake): can its nodes pull from that registry?
+        cluster.check_pull(config, image)
     rendered, _ = render.render_and_write(config, artifacts, render.served_api_versions(app.kube), replicas)
 
     with step(f"Deploying {replicas} replicas of {image} to {app.where}") as progress:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfship import proc
 from tfship.errors import KubernetesError
+from tfship.host import proc
 
 DEFAULT_TIMEOUT = 120.0
 # For reads inside a bounded wait: one hung API request cannot outlive the wait's deadline.
@@ -79,3 +79,7 @@ class Target(Reads):
         Never put a secret in args: pass manifests holding one through `input`."""
         return proc.run(self.argv(*args), input=input, check=check, timeout=timeout, error=KubernetesError,
                         hint=HINT)
+
+    def describe(self) -> str:
+        """The context as a person would name it, for output lines."""
+        return self.context or "(current context)"

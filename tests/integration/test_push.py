@@ -17,6 +17,7 @@ import docker
 import docker.errors
 import pytest
 
+from tfship.host import apt
 from tfship import artifacts, engine, proc, push, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
@@ -36,7 +37,7 @@ DOCKERD_LOG = engine.dockerd_log()  # before the tests point TFSHIP_STATE_DIR el
 def distribution_image(docker_client, tmp_path_factory):
     """A stand-in for the upstream registry:2 image, which this lab cannot pull: Debian's docker-registry and the
     libc it links, FROM scratch, with registry:2's command line (`serve CONFIG`)."""
-    engine.apt_install(["docker-registry"])
+    apt.ensure_packages(["docker-registry"])
     context = tmp_path_factory.mktemp("distribution")
     binary = Path(shutil.which("docker-registry"))
     libraries = re.findall(r"(/\S+\.so[.\d]*)", proc.run(["ldd", binary]).stdout)

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import string
 import time
@@ -27,7 +26,8 @@ from typing import Any
 import bcrypt
 import yaml
 
-from tfship import docker_client, proc, resources
+from tfship import docker_client, resources
+from tfship.host import apt, proc, processes
 from tfship.config import Config, state_dir
 from tfship.errors import ConfigError, DockerError, RegistryError
 from tfship.progress import step
@@ -238,7 +238,7 @@ class LocalSite:
         stopped = False
         pid = self.process_pid()
         if pid is not None:
-            _terminate(pid)
+            processes.terminate([pid], STOP_TIMEOUT)
             stopped = True
         self.pid_file.unlink(missing_ok=True)
         container = self._container()
@@ -308,10 +308,8 @@ def up(config: Config, site: LocalSite) -> RegistryInfo:
             site.stop()
         if server == "process" and shutil.which("docker-registry") is None:
             # Before the port check: on a systemd machine the package starts its own service on :5000.
-            from tfship.engine import apt_install
-
             progress.update("installing Debian's docker-registry")
-            apt_install(["docker-registry"], error=RegistryError)
+            apt.ensure_packages(["docker-registry"], error=RegistryError, why="for a local registry")
         check_port_free(site)
         how = f"the {config.registry.image} container" if server == "container" else "docker-registry as a host process"
         progress.update(f"starting {how}")
@@ -378,32 +376,6 @@ def upstream_image_available(config: Config) -> bool:
         return False
     finally:
         client.close()
-
-
-def _terminate(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            # Reap it if it is our child (tests start it in-process); otherwise just probe it.
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _template(name: str, values: dict[str, str]) -> dict[str, Any]:

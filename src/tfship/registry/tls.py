@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from tfship import proc
+from tfship.host import apt, proc
 from tfship.errors import RegistryError
 
 # Where dockerd looks for a registry's CA (read on every connection, so no engine restart is needed).
@@ -31,9 +31,7 @@ def ensure_server_certificate(ca_cert: Path, ca_key: Path, cert: Path, key: Path
     os.chmod(ca_key.parent, 0o700)
     openssl = "openssl"
     if shutil.which(openssl) is None:
-        from tfship.engine import apt_install
-
-        apt_install(["openssl"], error=RegistryError)
+        apt.ensure_packages(["openssl"], error=RegistryError, why="to make certificates")
     run = dict(error=RegistryError, timeout=60, hint="check that openssl works: openssl version")
     proc.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
               "-keyout", ca_key, "-out", ca_cert, "-subj", f"/CN={ca_name}",
