@@ -9,10 +9,12 @@ this, so editing tfship.yaml after a build cannot make them disagree with the im
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +112,30 @@ def load(path: Path) -> Artifacts:
 
 
 def save(path: Path, artifacts: Artifacts) -> None:
-    """Write atomically, so an interrupted stage never leaves a half-written hand-off."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(artifacts.to_json())
-    os.replace(tmp, path)
+    """Write atomically and durably, so an interrupted stage or a full disk never leaves a half-written hand-off."""
+    write_atomically(path, artifacts.to_json().encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """A unique temp file, fsync, rename: readers see the old file or the new one, and two writers never share a
+    temp file. Disk full or a permission error is one line."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise TfshipError(f"cannot write {path}: {exc.strerror or exc}",
+                              "free disk space or fix the folder's permissions, then run the stage again") from None
+        raise
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -129,9 +150,7 @@ def keep_sample(build_path: Path, sample: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     kept = folder / f"{hexdigest}.json"
     if not kept.is_file():
-        tmp = kept.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, kept)
+        write_atomically(kept, data)
     return f"sha256:{hexdigest}"
 
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfship import docker_client, engine, proc
+from tfship import docker_client, engine, proc, resources
 from tfship.config import Config, cache_dir
 from tfship.errors import ConfigError, DockerError
 from tfship.progress import say, step
@@ -27,7 +27,7 @@ from tfship.progress import say, step
 RECIPE_VERSION = "1"
 DEBIAN_BASE_NAME = "tfship-base-debian"
 PYTHON_BASE_NAME = "tfship-base-python"
-DOCKERFILES = Path(__file__).resolve().parents[2] / "dockerfiles"
+DOCKERFILES = resources.template_dir("dockerfiles")
 PYTHON_BASE_DOCKERFILE = DOCKERFILES / "Dockerfile.base-python"
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 # How long `auto` remembers that an upstream image could not be pulled (keeps a no-op build fast offline).

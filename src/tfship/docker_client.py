@@ -117,6 +117,8 @@ def follow_stream(stream: Iterable[dict], what: str, on_line: Callable[[str], No
 
 # Context files get a fixed mtime and owner, so identical inputs give identical layers (and registry dedup).
 CONTEXT_MTIME = 1
+# Never part of a build context: bytecode, and the templates tfship ships (images do not need them).
+SKIPPED = frozenset({"__pycache__", "_data"})
 
 
 def build_image(
@@ -163,7 +165,7 @@ def context_entries(name: str, path: Path) -> Iterator[tuple[str, Path]]:
     yield name, path
     if path.is_dir():
         for child in sorted(path.iterdir()):
-            if child.name == "__pycache__" or child.suffix == ".pyc":
+            if child.name in SKIPPED or child.suffix == ".pyc":
                 continue
             yield from context_entries(f"{name}/{child.name}", child)
 

@@ -26,6 +26,7 @@ from typing import Iterable, Mapping
 
 import requests
 
+import tfship
 from tfship import artifacts as artifacts_mod
 from tfship import bases, contract, docker_client
 from tfship import models as model_stage
@@ -35,8 +36,7 @@ from tfship.errors import ConfigError, DockerError, ModelError
 from tfship.progress import say, step
 
 DOCKERFILES = bases.DOCKERFILES
-PROJECT_ROOT = DOCKERFILES.parent
-SOURCE_DIR = PROJECT_ROOT / "src" / "tfship"
+SOURCE_DIR = Path(tfship.__file__).resolve().parent
 TAG_LENGTH = 16
 MODELS_LABEL = "io.tfship.models"
 REVISION_LABEL = "org.opencontainers.image.revision"
@@ -126,8 +126,7 @@ def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
         name=config.images.devel,
         dockerfile=DOCKERFILES / "Dockerfile.devel",
         parent_id=tf_id,
-        files={"tfship.pth": DOCKERFILES / "tfship.pth", "pyproject.toml": PROJECT_ROOT / "pyproject.toml",
-               "src/tfship": SOURCE_DIR},
+        files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship": SOURCE_DIR},
         buildargs={"TF_IMAGE": tf_ref, "USER_ID": str(config.images.user)},
         private_inputs={"pip_index_url": config.base.pip_index_url},
         needs_pypi=True,
@@ -354,7 +353,7 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
             say(f"serving image {ref}: up to date")
         else:
             validate_models(config)
-            labels = {REVISION_LABEL: git_revision(config.root, PROJECT_ROOT), MODELS_LABEL: models_label(served)}
+            labels = {REVISION_LABEL: git_revision(config.root, SOURCE_DIR), MODELS_LABEL: models_label(served)}
             with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
                 image_id = docker_client.build_image(ref, plan.dockerfile, plan.files, plan.buildargs,
                                                      progress.update, labels=labels, nocache=nocache)

@@ -23,14 +23,14 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from tfship import artifacts as tfartifacts
-from tfship import cluster, contract
+from tfship import cluster, contract, resources
 from tfship.artifacts import Artifacts, ServingRecord
 from tfship.config import Config
 from tfship.errors import KubernetesError, TfshipError
 from tfship.kubectl import REQUEST_TIMEOUT, Reads
 from tfship.progress import say
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s"
+TEMPLATES_DIR = resources.template_dir("k8s")
 # Where the model config map is mounted in the pod.
 MODEL_CONFIG_DIR = "/etc/tfship"
 MODEL_CONFIG_FILE = "models.config"
