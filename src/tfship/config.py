@@ -150,6 +150,8 @@ class SmokeConfig:
 class Config:
     project: str = "tfship"
     models_dir: str = "models"
+    # The most a model version folder may hold (MB): a larger one is refused before it is hashed or copied.
+    model_size_limit_mb: int = 4096
     build_dir: str = "build"
     base: BaseConfig = field(default_factory=BaseConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)

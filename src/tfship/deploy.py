@@ -132,12 +132,13 @@ def deploy(
     sleep: Sleep = time.sleep,
 ) -> DeployResult:
     """Render, apply, and wait until `replicas` pods of the new version are Ready (see the module docstring)."""
+    # What to deploy first: a missing build or push is the user's next step, whatever the cluster's state.
+    artifacts = tfartifacts.load(config.artifacts_path)
+    image = artifacts.image("serving").pinned_ref
     app = _app(config, target, clock, sleep)
     kube = config.kubernetes
     replicas = kube.replicas if replicas is None else replicas
     started = clock()
-    artifacts = tfartifacts.load(config.artifacts_path)
-    image = artifacts.image("serving").pinned_ref
     if target is None:  # the real cluster (unit tests pass a fake): can its nodes pull from that registry?
         cluster.check_pull(config, image)
     rendered, _ = render.render_and_write(config, artifacts, render.served_api_versions(app.kube), replicas)

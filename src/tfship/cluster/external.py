@@ -3,6 +3,9 @@ talks to it with the `kubectl` on PATH, never starts or stops it, and needs no r
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from tfship.cluster.provider import Provider
 from tfship.errors import KubernetesError
 from tfship.host import proc
@@ -30,6 +33,10 @@ class ExternalProvider(Provider):
         return self._context
 
     def target(self) -> Target:
+        named = [path for path in os.environ.get("KUBECONFIG", "").split(os.pathsep) if path]
+        if named and not any(Path(path).expanduser().is_file() for path in named):
+            raise KubernetesError(f"KUBECONFIG names {os.environ['KUBECONFIG']}, which does not exist",
+                                  "point KUBECONFIG at your cluster's kubeconfig, or unset it for ~/.kube/config")
         return Target(kubectl_on_path(self.name), None, self.context)
 
     def up(self) -> str:
