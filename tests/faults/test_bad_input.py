@@ -103,7 +103,7 @@ CASES = [
     Case("unknown runtime in the environment", ["build"], "serving.runtime",
          env={"TFSHIP_SERVING_RUNTIME": "banana"}),
     Case("namespace is not a DNS label", ["render", "--offline"], "kubernetes.namespace 'Bad_NS' is not a DNS label",
-         BASE_CONFIG.replace("tfship-faults", "Bad_NS")),
+         BASE_CONFIG.replace("namespace: tfship-faults", "namespace: Bad_NS")),
     Case("project name with a space", ["build"], "project 'My Project' is not a DNS label",
          BASE_CONFIG.replace("project: tfship-faults", "project: My Project")),
     Case("image name with capitals", ["build"], "images.serving 'Faults/Serving' is not a valid image repository",
