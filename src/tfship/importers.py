@@ -62,6 +62,7 @@ def kind_of(source: Path) -> str:
         if (source / "saved_model.pb").is_file():
             return SAVED_MODEL
         if (source / "checkpoint").is_file() or any(source.glob("*.index")):
+            resolve_checkpoint(source)  # a missing graph or index is refused now, before any work
             return CHECKPOINT
         inner = sorted(p.name for p in source.iterdir() if p.is_dir() and (p / "saved_model.pb").is_file())
         if inner:
@@ -74,7 +75,8 @@ def kind_of(source: Path) -> str:
         if not source.is_file():
             raise ModelError(f"{source} does not exist", "check the path of the Keras file")
         return KERAS
-    if _checkpoint_prefix(source) is not None:
+    if _checkpoint_prefix(source) is not None and source.parent.is_dir():
+        resolve_checkpoint(source)
         return CHECKPOINT
     if not source.exists():
         raise ModelError(f"{source} is not a folder or a model file (it does not exist)", f"give {_SUPPORTED}")

@@ -70,3 +70,24 @@ def write_smoke_sample(export_dir: Path, sample: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sample, indent=1, sort_keys=True) + "\n")
     return path
+
+
+class Adam:
+    """Adam (Kingma & Ba) over a fixed list of variables; its slots are not part of the exported module."""
+
+    def __init__(self, tf, variables, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999):
+        self.tf = tf
+        self.variables = variables
+        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, 1e-7
+        self.step = tf.Variable(0.0, trainable=False)
+        self.first = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.second = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+
+    def apply(self, gradients) -> None:
+        tf = self.tf
+        self.step.assign_add(1.0)
+        correction = tf.sqrt(1.0 - self.beta2**self.step) / (1.0 - self.beta1**self.step)
+        for variable, gradient, first, second in zip(self.variables, gradients, self.first, self.second):
+            first.assign(self.beta1 * first + (1.0 - self.beta1) * gradient)
+            second.assign(self.beta2 * second + (1.0 - self.beta2) * tf.square(gradient))
+            variable.assign_sub(self.learning_rate * correction * first / (tf.sqrt(second) + self.epsilon))

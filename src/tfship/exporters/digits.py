@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tfship.exporters.common import CLASSIFY, PREDICT, seed_everything, set_method_names, write_smoke_sample
+from tfship.exporters.common import CLASSIFY, PREDICT, Adam, seed_everything, set_method_names, write_smoke_sample
 
 FEATURE = "pixels"
 LABELS = [str(digit) for digit in range(10)]
@@ -112,7 +112,7 @@ def _train(tf, module, x_train, y_train, log) -> None:
     pixels = tf.constant(x_train)
     labels = tf.constant(y_train)
     variables = [module.w1, module.b1, module.w2, module.b2]
-    adam = _Adam(tf, variables, LEARNING_RATE)
+    adam = Adam(tf, variables, LEARNING_RATE)
 
     @tf.function
     def train_step():
@@ -127,24 +127,3 @@ def _train(tf, module, x_train, y_train, log) -> None:
         loss = train_step()
         if step % 100 == 0:
             log(f"digits: step {step}/{TRAIN_STEPS} loss {float(loss):.4f}")
-
-
-class _Adam:
-    """Adam (Kingma & Ba) over a fixed list of variables; its slots are not part of the exported module."""
-
-    def __init__(self, tf, variables, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999):
-        self.tf = tf
-        self.variables = variables
-        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, 1e-7
-        self.step = tf.Variable(0.0, trainable=False)
-        self.first = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.second = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-
-    def apply(self, gradients) -> None:
-        tf = self.tf
-        self.step.assign_add(1.0)
-        correction = tf.sqrt(1.0 - self.beta2**self.step) / (1.0 - self.beta1**self.step)
-        for variable, gradient, first, second in zip(self.variables, gradients, self.first, self.second):
-            first.assign(self.beta1 * first + (1.0 - self.beta1) * gradient)
-            second.assign(self.beta2 * second + (1.0 - self.beta2) * tf.square(gradient))
-            variable.assign_sub(self.learning_rate * correction * first / (tf.sqrt(second) + self.epsilon))
