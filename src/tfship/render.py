@@ -27,6 +27,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s"
 MODELS_ROOT = "/models"
 MODEL_CONFIG_DIR = "/etc/tfship"
 MODEL_CONFIG_FILE = "models.config"
+MONITORING_CONFIG_FILE = "monitoring.config"
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+PROMETHEUS_MONITORING_CONFIG = f'prometheus_config {{\n  enable: true\n  path: "{PROMETHEUS_PATH}"\n}}\n'
 MANAGED_BY = "tfship"
 MODELS_ANNOTATION = "tfship.io/models"
 IMAGE_TAG_ANNOTATION = "tfship.io/image-tag"
@@ -223,17 +226,22 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
         if images.needs_model_config_file(config, artifacts.models)
         else None
     )
+    # serving.prometheus: TF Serving's monitoring config beside it, so clients can read each replica's metrics.
+    monitoring_config_text = PROMETHEUS_MONITORING_CONFIG if config.serving.prometheus else None
+    config_map_text = (model_config_text or "") + (monitoring_config_text or "")
     model_config_name = (
-        f"{kube.app}-models-{hashlib.sha256(model_config_text.encode()).hexdigest()[:10]}" if model_config_text else None
+        f"{kube.app}-models-{hashlib.sha256(config_map_text.encode()).hexdigest()[:10]}" if config_map_text else None
     )
     first_model = models[0][0].name
     # The serving image's entrypoint (dockerfiles/tfship-entrypoint.sh) reads MODEL_CONFIG_FILE, or MODEL_NAME
     # under MODEL_BASE_PATH; extra server flags go in args.
-    if model_config_name:
+    if model_config_text:
         env = [{"name": "MODEL_CONFIG_FILE", "value": f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}"}]
     else:
         env = [{"name": "MODEL_NAME", "value": first_model}, {"name": "MODEL_BASE_PATH", "value": MODELS_ROOT}]
     args = list(config.serving.extra_args)
+    if monitoring_config_text:
+        args.append(f"--monitoring_config_file={MODEL_CONFIG_DIR}/{MONITORING_CONFIG_FILE}")
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if model_config_name:
@@ -277,6 +285,10 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
         "pdb_api_version": api_versions.pdb,
         "model_config_name": model_config_name,
         "model_config_text": model_config_text,
+        "monitoring_config_text": monitoring_config_text,
+        "service_type": kube.service_type,
+        "rest_node_port": kube.node_port or None,
+        "grpc_node_port": kube.grpc_node_port or None,
     }
 
 
