@@ -5,11 +5,13 @@ Every task is thin: parse flags, load the config, call one library function, pri
 
 from invoke import Collection
 
-from tasks import cluster, engine, model, pipeline, registry
+from tasks import clients, cluster, engine, model, pipeline, registry
 
 ns = Collection()
 for name in pipeline.TOP_LEVEL:
     ns.add_task(getattr(pipeline, name.replace("-", "_")), name=name)
+for name in clients.TOP_LEVEL:
+    ns.add_task(getattr(clients, name), name=name)
 ns.add_collection(Collection.from_module(engine))
 ns.add_collection(Collection.from_module(model))
 ns.add_collection(Collection.from_module(registry))

@@ -293,10 +293,11 @@ class RestClient:
 
 
 class PortForward:
-    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output."""
+    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output.
+    kind="svc" forwards to a Service instead (kubectl then picks one of its pods)."""
 
-    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int]):
-        self.command = [*argv, "port-forward", "-n", namespace, f"pod/{pod}", "--address", "127.0.0.1",
+    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int], kind: str = "pod"):
+        self.command = [*argv, "port-forward", "-n", namespace, f"{kind}/{pod}", "--address", "127.0.0.1",
                         *(f":{p}" for p in container_ports)]
         self.pod = pod
         self.container_ports = list(container_ports)

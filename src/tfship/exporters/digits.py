@@ -27,22 +27,30 @@ HELD_OUT_FRACTION = 0.2
 SMOKE_SAMPLE_SIZE = 50
 
 
+def data(seed: int):
+    """(x_train, x_test, y_train, y_test): the 8×8 digits as 64 raw intensities per row, split by seed."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    return train_test_split(digits.data.astype(np.float32), digits.target.astype(np.int64),
+                            test_size=HELD_OUT_FRACTION, stratify=digits.target, random_state=seed)
+
+
+def held_out(seed: int = 0):
+    """The images and labels the exported model never saw (what `invoke evaluate` sends)."""
+    _, x_test, _, y_test = data(seed)
+    return x_test, y_test
+
+
 def export(export_dir: Path, *, seed: int = 0, log=print) -> dict[str, Any]:
     """Train, check the held-out accuracy, and write the SavedModel into export_dir (which must not exist yet)."""
     import numpy as np
     import tensorflow as tf
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     seed_everything(seed)
-    data = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data.astype(np.float32),
-        data.target.astype(np.int64),
-        test_size=HELD_OUT_FRACTION,
-        stratify=data.target,
-        random_state=seed,
-    )
+    x_train, x_test, y_train, y_test = data(seed)
     module = _build_module(tf, seed)
     _train(tf, module, x_train, y_train, log)
 
