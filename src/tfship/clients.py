@@ -366,24 +366,33 @@ def service_env_prefix(app: str) -> str:
     return app.upper().replace("-", "_")
 
 
-def _evaluate_in_cluster(config: Config, how: EvaluationPlan, num_tests: int, concurrency: int,
-                         out: Callable[[str], None]) -> float:
-    from tfship import artifacts as artifacts_store
-    from tfship import kubectl, render
+def evaluate_job(config: Config, recorded, how: EvaluationPlan, name: str, num_tests: int,
+                 concurrency: int) -> dict:
+    """The Job running this module's client in the devel image, from k8s/evaluate-job.yaml."""
+    from tfship import render
 
-    recorded = artifacts_store.load(config.artifacts_path)
     devel = recorded.image("devel")
     kube = config.kubernetes
-    name = f"{kube.app}-evaluate-{uuid.uuid4().hex[:6]}"
-    labels = {**render.common_labels(config, version=None), "app.kubernetes.io/component": "evaluate",
-              "app.kubernetes.io/name": f"{kube.app}-evaluate"}
-    job = render.fill(render.load_template(JOB_TEMPLATE), {
+    # Not the serving selector's labels: the Service must never send traffic to this pod.
+    labels = {"app.kubernetes.io/name": f"{kube.app}-evaluate", "app.kubernetes.io/instance": config.project,
+              "app.kubernetes.io/component": "evaluate", "app.kubernetes.io/managed-by": render.MANAGED_BY}
+    return render.fill(render.load_template(JOB_TEMPLATE), {
         "name": name, "namespace": kube.namespace, "labels": labels, "image": devel.pinned_ref, "user": devel.user,
         "image_pull_secrets": [{"name": kube.pull_secret_name}] if recorded.registry_auth else None,
         "args": ["-m", "tfship.clients", "evaluate", "--service-env", service_env_prefix(kube.app),
                  *how.client_args(num_tests, concurrency)],
         "deadline": int(JOB_TIMEOUT),
     })
+
+
+def _evaluate_in_cluster(config: Config, how: EvaluationPlan, num_tests: int, concurrency: int,
+                         out: Callable[[str], None]) -> float:
+    from tfship import artifacts as artifacts_store
+    from tfship import kubectl
+
+    kube = config.kubernetes
+    name = f"{kube.app}-evaluate-{uuid.uuid4().hex[:6]}"
+    job = evaluate_job(config, artifacts_store.load(config.artifacts_path), how, name, num_tests, concurrency)
     kubectl.kubectl(config, "apply", "-f", "-", input=json.dumps(job))
     error_rate: float | None = None
     try:

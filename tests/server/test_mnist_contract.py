@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from tfship import export
+from tfship import clients, export, render
 from tfship.config import Config, ModelSpec
 from tfship.exporters import mnist
 
@@ -38,10 +38,15 @@ def stub(exported, tmp_path_factory):
     sys.path.insert(0, str(Path(__file__).parent))
     from server_harness import ServerProcess
 
-    server = ServerProcess(["--model_name=mnist", f"--model_base_path={exported.models_path / 'mnist'}"],
-                           tmp_path_factory.mktemp("server") / "server.log").wait_ready()
+    folder = tmp_path_factory.mktemp("server")
+    (folder / "monitoring.config").write_text(render.PROMETHEUS_MONITORING_CONFIG)
+    server = ServerProcess(["--model_name=mnist", f"--model_base_path={exported.models_path / 'mnist'}",
+                            f"--monitoring_config_file={folder / 'monitoring.config'}"],
+                           folder / "server.log").wait_ready()
     channel = grpc.insecure_channel(server.grpc_address)
-    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    stub.server = server
+    yield stub
     channel.close()
     server.stop()
 
@@ -101,3 +106,60 @@ def test_to_mnist_fits_the_ink_into_20_by_20_centred():
     cols = np.flatnonzero(image.any(axis=0))
     assert (rows[0], rows[-1]) == (4, 23) and (cols[0], cols[-1]) == (9, 18)
     assert image.max() == pytest.approx(1.0) and image.min() == 0.0
+
+
+# The clients' own parts against the same server (the cluster-facing parts are in tests/e2e/test_clients.py)
+
+
+def metrics_count(server) -> int:
+    import requests
+
+    text = requests.get(server.rest_url + render.PROMETHEUS_PATH, timeout=10).text
+    return clients.request_count(text, "mnist")
+
+
+def test_evaluate_client_reports_the_error_rate_and_the_server_counts_every_request(stub):
+    images, labels = mnist.held_out(0)
+    before = metrics_count(stub.server)
+    report = clients.run_evaluation(stub.server.grpc_address, "mnist", "predict_images", "images", "scores",
+                                    images, labels, num_tests=400, concurrency=4)
+    assert (report.failed, report.images, len(report.latencies_ms)) == (0, 360, 400)
+    assert report.error_rate <= 1 - mnist.MIN_ACCURACY
+    lines = report.lines("mnist", "predict_images")
+    assert lines[1] == f"Inference error rate: {report.error_rate * 100:.1f}%"
+    assert "400 requests, 360 held-out images, cycled" in lines[0]
+    assert metrics_count(stub.server) - before == 400
+
+
+def digit_png(path, image8x8, size: int) -> str:
+    """A held-out 8x8 digit drawn the way a person would: dark ink on white, RGB, much larger than 28x28."""
+    from PIL import Image
+
+    ink = (np.asarray(image8x8) / 16.0 * 255).astype(np.uint8)
+    picture = Image.fromarray(255 - ink).resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
+    canvas = Image.new("RGB", (size + 40, size + 60), "white")  # off-centre margins
+    canvas.paste(picture, (10, 35))
+    canvas.save(path)
+    return str(path)
+
+
+def test_digit_png_files_become_mnist_inputs_the_model_classifies(stub, exported, tmp_path):
+    from sklearn.datasets import load_digits
+
+    spec = clients.model_input(exported, "mnist")
+    assert (spec.signature, spec.input_key, spec.output_key, spec.width, spec.pixel_max, spec.classifier) == (
+        "predict_images", "images", "scores", 784, 1.0, True)
+    digits = load_digits()
+    _, test_index = mnist.split_indices(0)
+    wrong = 0
+    for number, index in enumerate(test_index[:20]):
+        [row] = clients.image_rows(digit_png(tmp_path / f"{number}.png", digits.images[index], 96 + 8 * number), spec)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "mnist"
+        request.model_spec.signature_name = "predict_images"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto([row], dtype=tf.float32))
+        scores = np.array(stub.Predict(request, 10.0).outputs["scores"].float_val)
+        answer = clients.format_answer({"scores": [scores.tolist()]}, spec)
+        assert answer.startswith(f"class {int(np.argmax(scores))} (top 3: ")
+        wrong += int(np.argmax(scores)) != digits.target[index]
+    assert wrong <= 2, f"{wrong} of 20 digit images misread"

@@ -66,16 +66,26 @@ def _resize(image, height: int, width: int):
     return np.stack([np.interp(ys, np.arange(image.shape[0]), column) for column in across.T]).T
 
 
-def data(seed: int):
-    """(x_train, x_test, y_train, y_test): the digits as MNIST-like 784-float rows, split by seed."""
+def split_indices(seed: int):
+    """(train, held-out) indices into scikit-learn's digits, stratified, by seed."""
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    target = load_digits().target
+    return train_test_split(np.arange(len(target)), test_size=HELD_OUT_FRACTION, stratify=target, random_state=seed)
+
+
+def data(seed: int):
+    """(x_train, x_test, y_train, y_test): the digits as MNIST-like 784-float rows, split by seed."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     images = np.stack([to_mnist(image) for image in digits.images])
-    return train_test_split(images, digits.target.astype(np.int64), test_size=HELD_OUT_FRACTION,
-                            stratify=digits.target, random_state=seed)
+    labels = digits.target.astype(np.int64)
+    train, test = split_indices(seed)
+    return images[train], images[test], labels[train], labels[test]
 
 
 def held_out(seed: int = 0):
