@@ -267,3 +267,17 @@ def test_build_fails_on_a_missing_model_before_building_anything(tmp_path, monke
     assert failure.value.hint.startswith("run: invoke export --model missing")
     with pytest.raises(ConfigError, match="unknown image"):
         images.build(config, images=("prod",))
+
+
+def test_acceptance_avoids_a_classify_serving_default():
+    """TF Serving's MNIST model: serving_default parses tf.Examples (zeros are none), predict_images takes floats."""
+    def signature(method: str) -> dict:
+        return {"method_name": method, "inputs": {}}
+
+    mnist_like = {"metadata": {"signature_def": {"signature_def": {
+        "serving_default": signature("tensorflow/serving/classify"),
+        "predict_images": signature("tensorflow/serving/predict")}}}}
+    assert images.predict_signature(mnist_like) == "predict_images"
+    half = json.loads((TESTDATA / "half_plus_two_model_metadata.json").read_text())
+    assert images.predict_signature(half) == "serving_default"
+    assert images.predict_signature({"metadata": {}}) == "serving_default"
