@@ -218,8 +218,9 @@ class EvaluationReport:
             f"Sent {self.num_tests} requests{cycled} to {model} (signature {signature}) at {self.target}, "
             f"concurrency {self.concurrency}",
             f"Inference error rate: {self.error_rate * 100:.1f}%",
-            f"Requests/s: {self.num_tests / max(self.seconds, 1e-9):.1f}; latency p50 {percentile(self.latencies_ms, 50):.1f} ms, "
-            f"p99 {percentile(self.latencies_ms, 99):.1f} ms; failed requests: {self.failed}",
+            f"Requests/s: {self.num_tests / max(self.seconds, 1e-9):.1f}; latency "
+            f"p50 {percentile(self.latencies_ms, 50):.1f} ms, p99 {percentile(self.latencies_ms, 99):.1f} ms; "
+            f"failed requests: {self.failed}",
         ]
         if self.failures:
             lines.append(f"first failure: {self.failures[0]}")

@@ -133,21 +133,23 @@ def _latest_in(folder: Path) -> Path:
 # Host side: one child process per job
 
 
-def convert(source: Path, kind: str, target: Path, *, inputs: str = "", outputs: str = "") -> dict[str, Any]:
-    """Write `source` (keras or checkpoint) as a SavedModel at `target`; returns the signature written."""
+def convert(source: Path, kind: str, target: Path, model: str, *, inputs: str = "", outputs: str = "") -> dict[str, Any]:
+    """Write `source` (keras or checkpoint) as a SavedModel at `target`; returns the signature written and, under
+    "generated", the smoke sample made in the same child (TensorFlow starts once), for ensure_smoke_sample."""
     if kind == KERAS:
-        return _run_child("keras", str(source), str(target), what=source)
+        return _run_child("keras", str(source), str(target), model, what=source)
     meta, prefix = resolve_checkpoint(source)
-    return _run_child("checkpoint", str(meta), str(prefix), str(target), inputs, outputs, what=source)
+    return _run_child("checkpoint", str(meta), str(prefix), str(target), inputs, outputs, model, what=source)
 
 
-def ensure_smoke_sample(version_dir: Path, model: str) -> dict[str, Any] | None:
-    """Generate and write the smoke sample of a version that ships none; returns it (None: it had one already,
-    or the signature takes inputs that cannot be made up, such as strings, reported in the sample's place)."""
+def ensure_smoke_sample(version_dir: Path, model: str, generated: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Write the generated smoke sample of a version that ships none (made now unless `generated` is given);
+    returns the generation result: {"sample", "signature", "output_key"} or {"skipped": why} (for inputs that
+    cannot be made up, such as strings). None: the version had a sample already."""
     path = version_dir / EXTRA_DIR / SMOKE_SAMPLE_FILE
     if path.is_file():
         return None
-    result = _run_child("sample", str(version_dir), model, what=version_dir)
+    result = generated or _run_child("sample", str(version_dir), model, what=version_dir)
     sample = result.get("sample")
     if sample:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,7 @@ def _signature_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name.split(":")[0]) or "input"
 
 
-def _keras_to_saved_model(source: str, target: str) -> dict[str, Any]:
+def _keras_to_saved_model(source: str, target: str, model_name: str) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
@@ -213,7 +215,8 @@ def _keras_to_saved_model(source: str, target: str) -> dict[str, Any]:
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=specs)
     archive.write_out(target, verbose=False)
-    return {"signature": "serving_default", "inputs": input_names, "outputs": output_names}
+    return {"signature": "serving_default", "inputs": input_names, "outputs": output_names,
+            "generated": _generate_sample(target, model_name)}
 
 
 def _keras_output_names(model, outputs) -> list[str]:
@@ -224,7 +227,8 @@ def _keras_output_names(model, outputs) -> list[str]:
     return [getattr(getattr(t, "_keras_history", [None])[0], "name", f"output_{i}") for i, t in enumerate(outputs)]
 
 
-def _checkpoint_to_saved_model(meta: str, prefix: str, target: str, inputs: str, outputs: str) -> dict[str, Any]:
+def _checkpoint_to_saved_model(meta: str, prefix: str, target: str, inputs: str, outputs: str,
+                               model_name: str) -> dict[str, Any]:
     import tensorflow as tf
     from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -248,7 +252,8 @@ def _checkpoint_to_saved_model(meta: str, prefix: str, target: str, inputs: str,
             session, ["serve"], signature_def_map={"serving_default": signature},
             main_op=v1.tables_initializer() if tables else None, strip_default_attrs=True)
         builder.save()
-    return {"signature": "serving_default", "inputs": sorted(signature.inputs), "outputs": sorted(signature.outputs)}
+    return {"signature": "serving_default", "inputs": sorted(signature.inputs), "outputs": sorted(signature.outputs),
+            "generated": _generate_sample(target, model_name)}
 
 
 def _checkpoint_signature(graph, meta_graph, inputs: str, outputs: str):

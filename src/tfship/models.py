@@ -359,15 +359,16 @@ def add(config: Config, path: Path | str, name: str, version: int | str | None =
     if kind == importers.SAVED_MODEL:
         validate_model(source, signatures)
     with staging(config, name, target_version) as staged:
+        written: dict[str, Any] = {}
         if kind == importers.SAVED_MODEL:
             shutil.copytree(source, staged)
         else:
             say(f"converting {source.name} ({kind}) to a SavedModel")
-            written = importers.convert(source, kind, staged, inputs=inputs, outputs=outputs)
+            written = importers.convert(source, kind, staged, name, inputs=inputs, outputs=outputs)
             say(f"signature {written['signature']}: inputs {', '.join(written['inputs'])}; "
                 f"outputs {', '.join(written['outputs'])}")
             validate_model(staged, signatures)
-        generated = importers.ensure_smoke_sample(staged, name)
+        generated = importers.ensure_smoke_sample(staged, name, written.get("generated"))
         if generated is not None:
             say(f"smoke checks: generated from signature {generated['signature']}, output {generated['output_key']}"
                 if "sample" in generated else f"smoke checks: none generated ({generated['skipped']})")
