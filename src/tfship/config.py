@@ -22,6 +22,7 @@ import yaml
 from tfship.errors import ConfigError
 
 CONFIG_FILE_NAME = "tfship.yaml"
+NODE_PORT_RANGE = (30000, 32767)  # Kubernetes' default --service-node-port-range
 
 # TFSHIP_* variables that are not configuration keys. Credentials are read where they are used, never stored in
 # Config, so they cannot leak into a printed or rendered config.
@@ -89,6 +90,9 @@ class ServingConfig:
     rest_port: int = 8501
     # Extra server flags, passed as container args at deploy time (not baked into the image).
     extra_args: list[str] = field(default_factory=list)
+    # Prometheus metrics on each replica's REST port (/monitoring/prometheus/metrics): per-replica request counts
+    # for `invoke evaluate`. Rendered as TF Serving's --monitoring_config_file.
+    prometheus: bool = False
 
 
 @dataclass
@@ -135,6 +139,11 @@ class KubernetesConfig:
     termination_grace: int = 30
     prestop_sleep: int = 5
     pull_secret_name: str = "tfship-registry"
+    # How the Service is exposed: ClusterIP (inside the cluster only), NodePort (every node's address), LoadBalancer.
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    # Fixed node ports (30000-32767) for REST and gRPC with NodePort/LoadBalancer; 0: Kubernetes picks them.
+    node_port: int = 0
+    grpc_node_port: int = 0
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
@@ -275,6 +284,17 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f"models.{spec.name}.versions is empty but version_policy is 'specific'", "list the versions to serve"
             )
+    kube = config.kubernetes
+    for key in ("node_port", "grpc_node_port"):
+        port = getattr(kube, key)
+        if port and not NODE_PORT_RANGE[0] <= port <= NODE_PORT_RANGE[1]:
+            raise ConfigError(f"kubernetes.{key} is {port}, outside the node port range "
+                              f"{NODE_PORT_RANGE[0]}-{NODE_PORT_RANGE[1]}", "pick a port in that range, or 0")
+        if port and kube.service_type == "ClusterIP":
+            raise ConfigError(f"kubernetes.{key} is set but kubernetes.service_type is ClusterIP",
+                              "set service_type: NodePort (or LoadBalancer), or drop the node port")
+    if kube.node_port and kube.node_port == kube.grpc_node_port:
+        raise ConfigError(f"kubernetes.node_port and grpc_node_port are both {kube.node_port}", "give them two ports")
     if config.kubernetes.replicas < 0:
         raise ConfigError("kubernetes.replicas must be 0 or more", f"got {config.kubernetes.replicas}")
     # Names that end up as Kubernetes object names or image repositories: refused here, in one line, rather than

@@ -515,7 +515,7 @@ def predict_once(session: requests.Session, rest: str, name: str) -> dict:
     try:
         metadata = session.get(f"{rest}/v1/models/{name}/metadata", timeout=REQUEST_TIMEOUT)
         metadata.raise_for_status()
-        request = example_request(metadata.json())
+        request = example_request(metadata.json(), predict_signature(metadata.json()))
         answer = session.post(f"{rest}/v1/models/{name}:predict", json=request, timeout=REQUEST_TIMEOUT)
     except (requests.RequestException, ValueError) as exc:
         raise DockerError(f"model '{name}' did not answer a prediction: {exc}", "see the serving logs") from None
@@ -530,6 +530,20 @@ def predict_once(session: requests.Session, rest: str, name: str) -> dict:
 
 
 _ZERO_BY_DTYPE = {"DT_STRING": "", "DT_BOOL": False}
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+def predict_signature(metadata: dict) -> str:
+    """serving_default, unless it is a classify/regress signature (it parses tf.Examples, which zeros are not, as
+    in TF Serving's MNIST model): then the first Predict signature, by name."""
+    try:
+        signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    except (KeyError, TypeError):
+        return "serving_default"
+    methods = {name: spec.get("method_name", PREDICT_METHOD) for name, spec in signatures.items()}
+    if methods.get("serving_default", PREDICT_METHOD) == PREDICT_METHOD:
+        return "serving_default"
+    return next((name for name in sorted(methods) if methods[name] == PREDICT_METHOD), "serving_default")
 
 
 def example_request(metadata: dict, signature: str = "serving_default") -> dict:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from tfship import importers
 from tfship.config import Config, ModelSpec, cache_dir
 from tfship.errors import ModelError
 from tfship.host import proc
@@ -374,26 +375,37 @@ def _tensorflow_version() -> str:
 # Import and staging
 
 
-def add(config: Config, path: Path | str, name: str, version: int | str | None = None) -> Path:
-    """Validate the SavedModel at `path` and copy it to models/<name>/<version> (default: the next version)."""
+def add(config: Config, path: Path | str, name: str, version: int | str | None = None, *,
+        inputs: str = "", outputs: str = "") -> Path:
+    """Import the model at `path` as models/<name>/<version> (default: the next version), validated.
+
+    A SavedModel folder is copied; a Keras file or a TF1 checkpoint with its graph is converted (see
+    tfship.importers, `inputs`/`outputs` name a checkpoint's serving tensors). A version without a smoke sample gets a
+    generated one (tfship.importers.ensure_smoke_sample), so the smoke test checks real answers for every model."""
     version = parse_version(version)
     source = Path(path).expanduser().resolve()
-    if not source.is_dir():
-        raise ModelError(f"{source} is not a folder", "give the folder that holds saved_model.pb")
-    if not (source / SAVED_MODEL_FILE).exists():
-        inner = sorted(p.name for p in source.iterdir() if p.is_dir() and (p / SAVED_MODEL_FILE).is_file())
-        if inner:
-            raise ModelError(
-                f"{source} holds versions ({', '.join(inner)}), not a SavedModel itself",
-                f"add one version at a time, e.g.: invoke model.add {source / inner[-1]} --name {name}",
-            )
+    kind = importers.kind_of(source)
     _check_name(name)
     spec = next((m for m in config.models if m.name == name), None)
-    validate_model(source, spec.signatures if spec else ["serving_default"], config.model_size_limit_mb)
+    signatures = spec.signatures if spec else ["serving_default"]
     target_version = next_version(config, name) if version is None else version
     target = _new_version_dir(config, name, target_version)
+    if kind == importers.SAVED_MODEL:
+        validate_model(source, signatures, config.model_size_limit_mb)
     with staging(config, name, target_version) as staged:
-        shutil.copytree(source, staged)
+        written: dict[str, Any] = {}
+        if kind == importers.SAVED_MODEL:
+            shutil.copytree(source, staged)
+        else:
+            say(f"converting {source.name} ({kind}) to a SavedModel")
+            written = importers.convert(source, kind, staged, name, inputs=inputs, outputs=outputs)
+            say(f"signature {written['signature']}: inputs {', '.join(written['inputs'])}; "
+                f"outputs {', '.join(written['outputs'])}")
+            validate_model(staged, signatures, config.model_size_limit_mb)
+        generated = importers.ensure_smoke_sample(staged, name, written.get("generated"))
+        if generated is not None:
+            say(f"smoke checks: generated from signature {generated['signature']}, output {generated['output_key']}"
+                if "sample" in generated else f"smoke checks: none generated ({generated['skipped']})")
         publish(config, staged, target)
     if spec is None:
         say(f"note: model {name!r} is not in tfship.yaml; add it under models: to build and serve it")

@@ -34,6 +34,9 @@ TEMPLATES_DIR = resources.template_dir("k8s")
 # Where the model config map is mounted in the pod.
 MODEL_CONFIG_DIR = "/etc/tfship"
 MODEL_CONFIG_FILE = "models.config"
+MONITORING_CONFIG_FILE = "monitoring.config"
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+PROMETHEUS_MONITORING_CONFIG = f'prometheus_config {{\n  enable: true\n  path: "{PROMETHEUS_PATH}"\n}}\n'
 MANAGED_BY = "tfship"
 MODELS_ANNOTATION = "tfship.io/models"
 IMAGE_TAG_ANNOTATION = "tfship.io/image-tag"
@@ -277,13 +280,18 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
     # The model config the serving image was built with (recorded at build time), so the manifest says what is
     # served whatever tfship.yaml says now.
     model_config_text = record.model_config or None
+    # serving.prometheus: TF Serving's monitoring config beside it, so clients can read each replica's metrics.
+    monitoring_config_text = PROMETHEUS_MONITORING_CONFIG if config.serving.prometheus else None
+    config_map_text = (model_config_text or "") + (monitoring_config_text or "")
     model_config_name = (
-        f"{kube.app}-models-{hashlib.sha256(model_config_text.encode()).hexdigest()[:10]}" if model_config_text else None
+        f"{kube.app}-models-{hashlib.sha256(config_map_text.encode()).hexdigest()[:10]}" if config_map_text else None
     )
     environment = contract.pod_environment(
-        f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}" if model_config_name else None, record.model_name)
+        f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}" if model_config_text else None, record.model_name)
     env = [{"name": name, "value": value} for name, value in environment.items()]
     args = list(config.serving.extra_args)
+    if monitoring_config_text:
+        args.append(f"--monitoring_config_file={MODEL_CONFIG_DIR}/{MONITORING_CONFIG_FILE}")
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if model_config_name:
@@ -327,6 +335,10 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
         "pdb_api_version": api_versions.pdb,
         "model_config_name": model_config_name,
         "model_config_text": model_config_text,
+        "monitoring_config_text": monitoring_config_text,
+        "service_type": kube.service_type,
+        "rest_node_port": kube.node_port or None,
+        "grpc_node_port": kube.grpc_node_port or None,
     }
 
 

@@ -49,16 +49,27 @@ class SmokeCase:
     input_key: str = ""
     output_key: str = ""
     rows: list = field(default_factory=list)
-    expected_outputs: list[float] | None = None  # exact (flattened) outputs, within EXACT_TOLERANCE
+    expected_outputs: list[float] | None = None  # (flattened) outputs, within atol + rtol * |expected|
     expected_labels: list[int] | None = None  # argmax of the outputs must match, up to max_error_rate
     max_error_rate: float = 0.0
     status_only: bool = False  # configured `smoke: status-only`: no rows and no known answers expected
+    atol: float = EXACT_TOLERANCE
+    rtol: float = 0.0
+    # Generated samples (tfship.importers): several named inputs instead of input_key/rows, and their dtypes.
+    named_rows: dict[str, list] | None = None
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+    def request_inputs(self) -> dict[str, tuple[list, str]]:
+        """Input name -> (rows, dtype name) to send."""
+        named = self.named_rows if self.named_rows is not None else {self.input_key: self.rows}
+        return {key: (rows, self.dtypes.get(key, "float32")) for key, rows in named.items()}
 
 
 def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[SmokeCase]:
     """One case per configured model, at the newest version baked into the serving image, from what build
     recorded: the signatures and the smoke sample (read from build/smoke-samples/ by its recorded digest, so it is
-    exactly what was recorded, whatever models/ or tfship.yaml hold now). A model recorded without a sample has no
+    exactly what was recorded, whatever models/ or tfship.yaml hold now): the exporter's known answers, or the ones
+    model.add generated from the model's signature (tfship.importers). A model recorded without a sample has no
     known answers and fails the smoke test, unless it was built with `smoke: status-only`.
     """
     if not recorded.models:
@@ -94,9 +105,17 @@ def apply_sample(case: SmokeCase, sample: dict, where: Path | str) -> None:
         case.signature_name = sample["signature"]
         case.input_key = sample["input_key"]
         case.output_key = sample["output_key"]
-        case.rows = list(sample["inputs"])
+        if isinstance(sample["inputs"], dict):
+            case.named_rows = {str(key): list(rows) for key, rows in sample["inputs"].items()}
+            case.rows = next(iter(case.named_rows.values()), [])
+        else:
+            case.rows = list(sample["inputs"])
+        case.dtypes = {str(key): str(value) for key, value in sample.get("input_dtypes", {}).items()}
+        if "tolerance" in sample:  # generated samples: "expected outputs within atol/rtol"
+            case.atol = float(sample["tolerance"]["atol"])
+            case.rtol = float(sample["tolerance"]["rtol"])
         if "expected_outputs" in sample:
-            case.expected_outputs = [float(v) for row in sample["expected_outputs"] for v in _as_list(row)]
+            case.expected_outputs = _flat(sample["expected_outputs"])
         elif "expected_labels" in sample:
             case.expected_labels = [int(v) for v in sample["expected_labels"]]
         else:
@@ -105,8 +124,11 @@ def apply_sample(case: SmokeCase, sample: dict, where: Path | str) -> None:
         raise SmokeTestError(f"{where} is not a valid smoke sample (missing or bad {exc})", "re-export the model")
 
 
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
+def _flat(value) -> list[float]:
+    """Nested rows (any rank) as one flat list of floats."""
+    if isinstance(value, list):
+        return [x for v in value for x in _flat(v)]
+    return [float(value)]
 
 
 def score(case: SmokeCase, outputs: Sequence) -> tuple[bool, float, str]:
@@ -119,9 +141,11 @@ def score(case: SmokeCase, outputs: Sequence) -> tuple[bool, float, str]:
         got = values.reshape(-1)
         if got.shape != expected.shape:
             return False, 1.0, f"expected {expected.size} values, got {got.size}"
-        wrong = int(np.sum(np.abs(got - expected) > EXACT_TOLERANCE))
+        wrong = int(np.sum(~np.isclose(got, expected, atol=case.atol, rtol=case.rtol)))
         rate = wrong / max(expected.size, 1)
-        detail = "exact" if not wrong else f"{wrong} of {expected.size} values differ: got {got[:4].tolist()}"
+        within = "exact" if not case.rtol else f"within atol {case.atol:g}/rtol {case.rtol:g}"
+        detail = within if not wrong else (f"{wrong} of {expected.size} values differ ({within} expected): "
+                                           f"got {got[:4].tolist()}, expected {expected[:4].tolist()}")
         return wrong == 0, rate, detail
     if case.expected_labels is not None:
         if values.ndim != 2 or values.shape[0] != len(case.expected_labels):
@@ -242,7 +266,8 @@ class GrpcClient:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = case.model
         request.model_spec.signature_name = case.signature_name
-        request.inputs[case.input_key].CopyFrom(tf.make_tensor_proto(case.rows, dtype=tf.float32))
+        for key, (rows, dtype) in case.request_inputs().items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.as_dtype(dtype)))
         response = self.prediction.Predict(request, timeout=self.timeout)
         if case.output_key not in response.outputs:
             raise SmokeTestError(f"gRPC Predict returned outputs {sorted(response.outputs)}, not {case.output_key}")
@@ -262,7 +287,8 @@ class RestClient:
 
     def predict(self, case: SmokeCase) -> list:
         # Columnar format with the input named: exact whatever the signature's other outputs are.
-        body = {"signature_name": case.signature_name, "inputs": {case.input_key: case.rows}}
+        body = {"signature_name": case.signature_name,
+                "inputs": {key: rows for key, (rows, _) in case.request_inputs().items()}}
         response = self.session.post(f"{self.base}/{case.model}:predict", json=body, timeout=self.timeout)
         if response.status_code != 200:
             raise SmokeTestError(f"REST predict answered HTTP {response.status_code}: {response.text[:200]}")
@@ -279,10 +305,11 @@ class RestClient:
 
 
 class PortForward:
-    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output."""
+    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output.
+    kind="svc" forwards to a Service instead (kubectl then picks one of its pods)."""
 
-    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int]):
-        self.command = [*argv, "port-forward", "-n", namespace, f"pod/{pod}", "--address", "127.0.0.1",
+    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int], kind: str = "pod"):
+        self.command = [*argv, "port-forward", "-n", namespace, f"{kind}/{pod}", "--address", "127.0.0.1",
                         *(f":{p}" for p in container_ports)]
         self.pod = pod
         self.container_ports = list(container_ports)

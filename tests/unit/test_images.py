@@ -290,3 +290,17 @@ def test_the_serving_record_is_what_the_image_is_built_with(tmp_path):
     images._record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models=served,
                    serving=record)
     assert artifacts.load(config.artifacts_path).serving == record
+
+
+def test_acceptance_avoids_a_classify_serving_default():
+    """TF Serving's MNIST model: serving_default parses tf.Examples (zeros are none), predict_images takes floats."""
+    def signature(method: str) -> dict:
+        return {"method_name": method, "inputs": {}}
+
+    mnist_like = {"metadata": {"signature_def": {"signature_def": {
+        "serving_default": signature("tensorflow/serving/classify"),
+        "predict_images": signature("tensorflow/serving/predict")}}}}
+    assert images.predict_signature(mnist_like) == "predict_images"
+    half = json.loads((TESTDATA / "half_plus_two_model_metadata.json").read_text())
+    assert images.predict_signature(half) == "serving_default"
+    assert images.predict_signature({"metadata": {}}) == "serving_default"

@@ -7,7 +7,7 @@ Every task is thin: parse flags, load the config, call one library function, pri
 
 from invoke import Collection
 
-from tfship.tasks import cluster, engine, model, pipeline, registry
+from tfship.tasks import clients, cluster, engine, model, pipeline, registry
 
 ns = Collection(
     pipeline.export,
@@ -20,6 +20,8 @@ ns = Collection(
     pipeline.rollback,
     pipeline.destroy,
     pipeline.up,
+    clients.predict,
+    clients.evaluate,
 )
 ns.add_collection(Collection.from_module(engine))
 ns.add_collection(Collection.from_module(model))

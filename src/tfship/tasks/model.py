@@ -1,19 +1,21 @@
-"""Models on disk: import an existing SavedModel, validate them all."""
+"""Models on disk: import a SavedModel, Keras file or checkpoint; validate them all."""
 
 from invoke import task
 
 from tfship.tasks._common import exclusive, handles_errors, load_config
 
 
-@task(help={"path": "folder of a SavedModel (holding saved_model.pb)", "name": "model name",
-            "version": "version number (default: the next one)"})
+@task(help={"path": "a SavedModel folder, a Keras .keras/.h5 file, or a TF1 checkpoint with its .meta graph",
+            "name": "model name", "version": "version number (default: the next one)",
+            "inputs": "checkpoint only: serving input tensors, comma-separated (e.g. x:0)",
+            "outputs": "checkpoint only: serving output tensors, comma-separated (e.g. y:0)"})
 @handles_errors
 @exclusive
-def add(c, path, name, version=None):
-    """Import an existing SavedModel as models/<name>/<version> after validating it."""
+def add(c, path, name, version=None, inputs="", outputs=""):
+    """Import a model as models/<name>/<version>: converted to a SavedModel if needed, validated, smoke sample made."""
     from tfship import models
 
-    target = models.add(load_config(), path, name, version)
+    target = models.add(load_config(), path, name, version, inputs=inputs, outputs=outputs)
     print(f"added {target}")
 
 

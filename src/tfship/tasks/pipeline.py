@@ -86,10 +86,13 @@ def smoke_test(c, json=False):
 @task
 @handles_errors
 def status(c):
-    """Show the deployed app: replicas, image digest, rollout state."""
+    """Show the deployed app: replicas, image digest, rollout state, and where its Service can be reached."""
+    from tfship import clients
     from tfship import deploy as stage
 
-    print(stage.status(load_config()))
+    cfg = load_config()
+    print(stage.status(cfg))
+    print(clients.service_address(cfg).describe())
 
 
 @task
