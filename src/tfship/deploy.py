@@ -168,13 +168,15 @@ def deploy(
     kubectl: Kubectl | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    artifacts: tfartifacts.Artifacts | None = None,
 ) -> DeployResult:
-    """Render, apply, and wait until `replicas` pods of the new version are Ready (see the module docstring)."""
+    """Render, apply, and wait until `replicas` pods of the new version are Ready (see the module docstring).
+    `artifacts` (default: build/artifacts.json) lets a release or a rollback deploy an image recorded elsewhere."""
     run = kubectl or _default_kubectl()
     kube = config.kubernetes
     replicas = kube.replicas if replicas is None else replicas
     started = clock()
-    artifacts = tfartifacts.load(config.artifacts_path)
+    artifacts = artifacts or tfartifacts.load(config.artifacts_path)
     image = artifacts.image("serving").pinned_ref
     rendered, _ = _render_and_write(config, artifacts, served_api_versions(config, run), replicas)
 
