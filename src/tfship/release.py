@@ -295,10 +295,11 @@ def request_counts(metrics_text: str) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == ":tensorflow:serving:request_count":
-                status = sample.labels.get("status", "")
-                counts[status] = counts.get(status, 0) + int(sample.value)
+        if family.name != ":tensorflow:serving:request_count":
+            continue
+        for sample in family.samples:  # the parser names counter samples <family>_total
+            status = sample.labels.get("status", "")
+            counts[status] = counts.get(status, 0) + int(sample.value)
     return counts
 
 
