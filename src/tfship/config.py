@@ -25,6 +25,9 @@ CONFIG_FILE_NAME = "tfship.yaml"
 
 # TFSHIP_* variables that are not configuration keys. Credentials are read where they are used, never stored in
 # Config, so they cannot leak into a printed or rendered config.
+# RFC 1123 label (namespaces, object names) and the Docker reference grammar's path components.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+IMAGE_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 NON_CONFIG_ENV = frozenset(
     {"TFSHIP_CONFIG", "TFSHIP_CACHE_DIR", "TFSHIP_STATE_DIR", "TFSHIP_REGISTRY_USERNAME", "TFSHIP_REGISTRY_PASSWORD"}
 )
@@ -43,6 +46,9 @@ class ModelSpec:
     # version_labels, e.g. {"stable": 1, "canary": 2}
     labels: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+    # What the smoke test asks of the model: known answers from the smoke sample the exporter saved (a model
+    # without one fails the smoke test), or status-only (status and metadata, e.g. an imported model).
+    smoke: Literal["known-answers", "status-only"] = "known-answers"
 
 
 @dataclass
@@ -113,9 +119,10 @@ class ResourcesConfig:
 
 @dataclass
 class KubernetesConfig:
-    # kubeconfig context to deploy to; empty: the current one (or the local cluster's after cluster.up).
+    # kubeconfig context to deploy to; empty: the provider's (auto/external: the kubeconfig's current one).
     context: str = ""
-    provider: Literal["local", "kind", "external"] = "local"
+    # auto: the current kubectl context when its cluster answers, else local (built from Debian's source here).
+    provider: Literal["auto", "local", "kind", "external"] = "auto"
     namespace: str = "tfship"
     app: str = "tfship-serving"
     replicas: int = 3
@@ -290,12 +297,43 @@ def _check(config: Config) -> None:
             )
     if config.kubernetes.replicas < 0:
         raise ConfigError("kubernetes.replicas must be 0 or more", f"got {config.kubernetes.replicas}")
+    # Names that end up as Kubernetes object names or image repositories: refused here, in one line, rather than
+    # by the API server or the engine halfway through a run.
+    for key, value in (("project", config.project), ("kubernetes.namespace", config.kubernetes.namespace),
+                       ("kubernetes.app", config.kubernetes.app),
+                       ("kubernetes.pull_secret_name", config.kubernetes.pull_secret_name)):
+        if not DNS_LABEL.fullmatch(value):
+            raise ConfigError(f"{key} {value!r} is not a DNS label (Kubernetes names it so)",
+                              "use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit")
+    for key, value in (("images.devel", config.images.devel), ("images.serving", config.images.serving),
+                       ("registry.repository", config.registry.repository)):
+        if not IMAGE_PATH.fullmatch(value):
+            raise ConfigError(f"{key} {value!r} is not a valid image repository name",
+                              "use lowercase letters, digits and separators (. _ - /), e.g. tfship-serving")
+    for key, port in (("serving.grpc_port", config.serving.grpc_port), ("serving.rest_port", config.serving.rest_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(f"{key} {port} is not a TCP port", "use a number from 1 to 65535")
+    if config.serving.grpc_port == config.serving.rest_port:
+        raise ConfigError(f"serving.grpc_port and serving.rest_port are both {config.serving.grpc_port}",
+                          "give gRPC and REST different ports")
+    if not 0.0 <= config.smoke.max_error_rate <= 1.0:
+        raise ConfigError(f"smoke.max_error_rate {config.smoke.max_error_rate} is not a rate",
+                          "use a number from 0 to 1, e.g. 0.05")
+    for key, seconds in (("smoke.timeout", config.smoke.timeout), ("kubernetes.rollout_timeout",
+                         config.kubernetes.rollout_timeout), ("kubernetes.progress_deadline",
+                         config.kubernetes.progress_deadline)):
+        if seconds <= 0:
+            raise ConfigError(f"{key} must be more than 0 seconds, got {seconds}", "use a positive number")
     release = config.release
     for key in ("canary_replicas", "rounds", "history_limit"):
         if getattr(release, key) < 1:
             raise ConfigError(f"release.{key} must be 1 or more", f"got {getattr(release, key)}")
     if release.max_p99_ratio < 1.0:
         raise ConfigError("release.max_p99_ratio must be 1.0 or more", f"got {release.max_p99_ratio}")
+    if len(config.kubernetes.app) > 63 - len("-canary"):
+        raise ConfigError(f"kubernetes.app {config.kubernetes.app!r} is too long for its release canary "
+                          f"('{config.kubernetes.app}-canary' must fit a 63-character label)",
+                          "use at most 56 characters")
 
 
 def _section_fields(cls: type) -> dict[str, Any]:

@@ -13,20 +13,19 @@ import datetime
 import json
 import socket
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tfship import render
-from tfship.artifacts import Artifacts, ImageArtifact
+from tfship.artifacts import Artifacts, ImageArtifact, ServingRecord
 from tfship.config import Config
 from tfship.errors import KubernetesError
+from tfship.kubectl import REQUEST_TIMEOUT, Reads
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
 FAILED = "failed"  # the gate passed but rolling the serving Deployment out failed (and was rolled back)
 ROLLED_BACK = "rollback"  # `invoke rollback --to`: an earlier promoted release serves again
 SERVING_OUTCOMES = (PROMOTED, ROLLED_BACK)  # outcomes after which the record's image served all replicas
-
-Kubectl = Callable[..., Any]  # tfship.kubectl.kubectl's signature: (config, *args, input=, check=)
 
 
 @dataclass
@@ -41,8 +40,8 @@ class Record:
     previous: str = ""  # digest serving before this release
     by: str = ""  # host that ran it
     gate: dict[str, Any] = field(default_factory=dict)
-    # What deploy needs to serve this release again (promoted releases only): the serving image record, the models
-    # baked in and the registry.
+    # What deploy needs to serve this release again (promoted releases only): the serving image, the models baked
+    # in, how it serves them (the serving contract record) and the registry.
     artifacts: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -60,7 +59,9 @@ class Record:
             raise KubernetesError(f"release {self.id} was {self.outcome}, not promoted: there is nothing to go back to",
                                   "pick a promoted release from: invoke history")
         image = ImageArtifact(**self.artifacts["image"])
+        serving = self.artifacts.get("serving")
         return Artifacts(images={"serving": image}, models={k: list(v) for k, v in self.artifacts["models"].items()},
+                         serving=ServingRecord.from_dict(dict(serving)) if serving else None,
                          registry=self.artifacts.get("registry", ""),
                          registry_auth=bool(self.artifacts.get("registry_auth", False)))
 
@@ -96,8 +97,9 @@ def new_record(outcome: str, artifacts: Artifacts, *, reason: str = "", previous
         gate=gate or {},
     )
     if outcome in SERVING_OUTCOMES:
-        record.artifacts = {"image": asdict(image), "models": record.models, "registry": artifacts.registry,
-                            "registry_auth": artifacts.registry_auth}
+        record.artifacts = {"image": asdict(image), "models": record.models,
+                            "serving": asdict(artifacts.serving) if artifacts.serving else None,
+                            "registry": artifacts.registry, "registry_auth": artifacts.registry_auth}
     return record
 
 
@@ -105,34 +107,34 @@ def config_map_name(config: Config) -> str:
     return f"{config.kubernetes.app}-releases"
 
 
-def append(config: Config, run: Kubectl, record: Record) -> None:
+def append(config: Config, kube: Reads, record: Record) -> None:
     """Add `record` to the cluster's history (creating the ConfigMap on first use), then drop the oldest records
     beyond release.history_limit."""
-    kube = config.kubernetes
+    namespace = config.kubernetes.namespace
     name = config_map_name(config)
     manifest = {
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": kube.namespace,
+        "metadata": {"name": name, "namespace": namespace,
                      "labels": {**render.common_labels(config, version=None),
                                 "app.kubernetes.io/component": "release-history"}},
     }
-    created = run(config, "create", "-f", "-", input=json.dumps(manifest), check=False)
+    created = kube.run("create", "-f", "-", input=json.dumps(manifest), check=False)
     if created.returncode != 0 and "AlreadyExists" not in (created.stderr or "") + (created.stdout or ""):
-        raise KubernetesError(f"cannot create the release history configmap/{name} in {kube.namespace}: "
+        raise KubernetesError(f"cannot create the release history configmap/{name} in {namespace}: "
                               f"{(created.stderr or created.stdout or '').strip()[-300:]}",
                               "check the cluster with: invoke cluster.status")
-    run(config, "patch", "configmap", name, "-n", kube.namespace, "--type", "merge",
-        "-p", json.dumps({"data": {record.id: record.to_json()}}))
-    stale = sorted(_data(config, run))[:-config.release.history_limit]
+    kube.run("patch", "configmap", name, "-n", namespace, "--type", "merge",
+             "-p", json.dumps({"data": {record.id: record.to_json()}}))
+    stale = sorted(_data(config, kube))[:-config.release.history_limit]
     if stale:
-        run(config, "patch", "configmap", name, "-n", kube.namespace, "--type", "merge",
-            "-p", json.dumps({"data": {key: None for key in stale}}))
+        kube.run("patch", "configmap", name, "-n", namespace, "--type", "merge",
+                 "-p", json.dumps({"data": {key: None for key in stale}}))
 
 
-def load(config: Config, run: Kubectl) -> list[Record]:
+def load(config: Config, kube: Reads) -> list[Record]:
     """Every record, oldest first; none when nothing was released yet."""
     records = []
-    for key, text in sorted(_data(config, run).items()):
+    for key, text in sorted(_data(config, kube).items()):
         try:
             records.append(Record.from_json(text))
         except (ValueError, TypeError) as error:
@@ -171,9 +173,7 @@ def format_table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-def _data(config: Config, run: Kubectl) -> dict[str, str]:
-    kube = config.kubernetes
-    result = run(config, "get", "configmap", config_map_name(config), "-n", kube.namespace, "-o", "json",
-                 "--ignore-not-found")
-    text = (result.stdout or "").strip()
-    return (json.loads(text).get("data") or {}) if text else {}
+def _data(config: Config, kube: Reads) -> dict[str, str]:
+    found = kube.json("get", "configmap", config_map_name(config), "-n", config.kubernetes.namespace,
+                      "--ignore-not-found", REQUEST_TIMEOUT)
+    return (found or {}).get("data") or {}

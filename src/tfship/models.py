@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from tfship import proc
 from tfship.config import Config, ModelSpec, cache_dir
 from tfship.errors import ModelError
+from tfship.host import proc
 from tfship.progress import say
 
 SAVED_MODEL_FILE = "saved_model.pb"

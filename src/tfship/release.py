@@ -27,10 +27,12 @@ from typing import Any, Callable
 import yaml
 
 from tfship import artifacts as tfartifacts
-from tfship import deploy, gate, history, render, smoke
+from tfship import cluster, deploy, gate, history, render, smoke
 from tfship.config import Config
 from tfship.errors import KubernetesError, TfshipError
+from tfship.kubectl import REQUEST_TIMEOUT, Reads
 from tfship.progress import say, step
+from tfship.rollout import App, RolloutFailed, container_image
 
 CANARY_SUFFIX = "-canary"
 TRACK_LABEL = "tfship.io/track"
@@ -40,7 +42,8 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 # While the canary takes traffic, the Service selects every model-server pod of the project (stable and canary).
 OBSERVATION_SELECTOR_KEY = "app.kubernetes.io/component"
 
-GateRunner = Callable[[Config, list, "str | None", str], gate.GateResult]
+# (config, kubectl target, (grpc port, rest port), smoke cases, serving pod or None, canary pod) -> the gate's result
+GateRunner = Callable[[Config, Reads, tuple[int, int], list, "str | None", str], gate.GateResult]
 
 
 class ReleaseRejected(TfshipError):
@@ -122,11 +125,11 @@ def _with_metrics(canary: Config, deployment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def delete_canary(config: Config, run: deploy.Kubectl) -> list[str]:
+def delete_canary(config: Config, kube: Reads) -> list[str]:
     """Delete the canary's objects (found by its labels) without waiting for its pods to drain; what was deleted."""
     canary = canary_config(config)
-    result = run(config, "delete", "deployment,replicaset,configmap", "-n", config.kubernetes.namespace,
-                 "-l", render.selector(canary), "--ignore-not-found", "--wait=false", deploy.REQUEST_TIMEOUT)
+    result = kube.run("delete", "deployment,replicaset,configmap", "-n", config.kubernetes.namespace,
+                      "-l", render.selector(canary), "--ignore-not-found", "--wait=false", REQUEST_TIMEOUT)
     return [line for line in (result.stdout or "").splitlines() if line.strip()]
 
 
@@ -139,116 +142,119 @@ def release(
     replicas: int | None = None,
     *,
     force: bool = False,
-    kubectl: deploy.Kubectl | None = None,
+    target: Reads | None = None,
     gate_runner: GateRunner | None = None,
-    ready_pods: Callable[[Config], list[str]] = smoke.ready_pods,
+    ready_pods: Callable[[Config, Reads], list[str]] = smoke.ready_pods,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReleaseResult:
     """Canary, smoke test and quality gate, then promote or reject (see the module docstring). Raises
     ReleaseRejected when a check fails; returns the promoted (or unchanged) result otherwise."""
-    run = kubectl or deploy._default_kubectl()
-    kube = config.kubernetes
+    kube = target or cluster.target(config)
+    settings = config.kubernetes
     artifacts = tfartifacts.load(config.artifacts_path)
     new_image = artifacts.image("serving").pinned_ref
     digest = artifacts.image("serving").digest
     cases = smoke.load_cases(config, artifacts)
-    stable = deploy.get_deployment(config, run)
-    serving_image = deploy._container_image(stable) if stable else ""
+    app = App.of(config, kube, clock, sleep)
+    stable = app.deployment()
+    serving_image = container_image(stable) if stable else ""
     previous = serving_image.rpartition("@")[2]
     if stable and serving_image == new_image and not force:
         return ReleaseResult("unchanged", digest, previous)
+    if target is None:  # the real cluster: can its nodes pull from that registry? (as deploy asks)
+        cluster.check_pull(config, new_image)
     if replicas is None:
-        replicas = int(stable.get("spec", {}).get("replicas", kube.replicas)) if stable else kube.replicas
-    api_versions = render.select_api_versions(deploy.served_api_versions(config, run))
-    canary = canary_config(config)
+        replicas = int(stable.get("spec", {}).get("replicas", settings.replicas)) if stable else settings.replicas
+    api_versions = render.select_api_versions(render.served_api_versions(kube))
+    canary = App.of(canary_config(config), kube, clock, sleep)
+    recorded = artifacts.serving or tfartifacts.ServingRecord(model_name="")
+    ports = (recorded.grpc_port, recorded.rest_port)
     result = ReleaseResult("rejected", digest, previous)
     observing = False
-    with step(f"Releasing {digest[:19]} to {kube.namespace}/{kube.app} through a canary") as progress:
+    with step(f"Releasing {digest[:19]} to {app.where} through a canary") as progress:
         try:
-            for line in delete_canary(config, run):
+            for line in delete_canary(config, kube):
                 progress.update(f"removed a leftover canary: {line}")
-            deploy._wait_namespace_not_terminating(config, run, clock, sleep, progress)
+            app.wait_namespace_not_terminating(settings.termination_grace, progress.update)
             namespace = render.render(config, artifacts, api_versions, replicas)[render.NAMESPACE_FILE]
-            deploy._apply(config, run, namespace, progress)
+            deploy._apply(app, namespace, progress.update)
             if artifacts.registry_auth:
-                deploy._apply_pull_secret(config, run, artifacts.registry)
-            deploy._apply(config, run, canary_manifests(config, artifacts, api_versions), progress)
+                deploy._apply_pull_secret(config, app, artifacts.registry)
+            deploy._apply(app, canary_manifests(config, artifacts, api_versions), progress.update)
             try:
-                deploy.wait_for_rollout(canary, run, clock() + config.release.canary_timeout, clock=clock,
-                                        sleep=sleep, progress=lambda line: progress.update(f"canary: {line}"))
-            except deploy.RolloutFailed as failure:
+                canary.wait(clock() + config.release.canary_timeout, lambda line: progress.update(f"canary: {line}"))
+            except RolloutFailed as failure:
                 result.gate = gate.GateResult(checks=[gate.Check("all", "canary ready", False,
                                                                  f"the canary never became Ready: {failure.reason}")])
             else:
-                canary_pods = ready_pods(canary)
+                canary_pods = ready_pods(canary_config(config), kube)
                 if not canary_pods:
-                    raise KubernetesError(f"the canary of {kube.namespace}/{kube.app} has no Ready pod",
-                                          "see: invoke status; kubectl get pods -l tfship.io/track=canary")
+                    raise KubernetesError(f"the canary of {app.where} has no Ready pod",
+                                          "see: kubectl get pods -l tfship.io/track=canary")
                 canary_pod = canary_pods[0]
-                serving_pods = ready_pods(config) if stable else []
+                serving_pods = ready_pods(config, kube) if stable else []
                 progress.update(f"canary {canary_pod} Ready; gate against "
                                 f"{serving_pods[0] if serving_pods else 'nothing serving (first release)'}")
-                result.gate = (gate_runner or run_gate)(config, cases, serving_pods[0] if serving_pods else None,
-                                                        canary_pod)
+                result.gate = (gate_runner or run_gate)(config, kube, ports, cases,
+                                                        serving_pods[0] if serving_pods else None, canary_pod)
                 if result.gate.ok and config.release.canary_traffic and stable:
                     observing = True
-                    _canary_joins_service(config, run, True)
-                    result.gate.checks.append(observe(config, canary_pod, sleep=sleep, progress=progress.update))
-                    _canary_joins_service(config, run, False)
+                    _canary_joins_service(config, kube, True)
+                    result.gate.checks.append(observe(config, kube, ports[1], canary_pod, sleep=sleep,
+                                                      progress=progress.update))
+                    _canary_joins_service(config, kube, False)
                     observing = False
             for check in result.gate.checks:
                 progress.update(f"{'ok' if check.ok else 'FAILED'}: {check.model} {check.name}: {check.line}")
             if not result.gate.ok:
-                result.record = _record(config, run, history.REJECTED, artifacts, result,
+                result.record = _record(config, kube, history.REJECTED, artifacts, result,
                                         reason=str(ReleaseRejected(result)))
                 progress.done(f"rejected: {result.gate.failure.line}")
                 raise ReleaseRejected(result)
             try:
-                result.deployed = deploy.deploy(config, replicas, kubectl=run, clock=clock, sleep=sleep,
+                result.deployed = deploy.deploy(config, replicas, target=kube, clock=clock, sleep=sleep,
                                                 artifacts=artifacts)
             except TfshipError as error:
-                _record(config, run, history.FAILED, artifacts, result, reason=error.message)
+                _record(config, kube, history.FAILED, artifacts, result, reason=error.message)
                 raise
             result.outcome = history.PROMOTED
-            result.record = _record(config, run, history.PROMOTED, artifacts, result)
+            result.record = _record(config, kube, history.PROMOTED, artifacts, result)
             progress.done(f"promoted: {result.deployed.ready}/{replicas} replicas serve {digest[:19]}")
         finally:
-            _clean_up(config, run, observing)
+            _clean_up(config, kube, observing)
     return result
 
 
-def _clean_up(config: Config, run: deploy.Kubectl, observing: bool) -> None:
+def _clean_up(config: Config, kube: Reads, observing: bool) -> None:
     """The Service back to the serving pods only, the canary deleted; a failure here is said, not raised over the
     error (or interrupt) that got us here."""
     try:
         if observing:
-            _canary_joins_service(config, run, False)
-        delete_canary(config, run)
+            _canary_joins_service(config, kube, False)
+        delete_canary(config, kube)
     except TfshipError as error:
         say(f"    could not remove the canary: {error.message} (remove it: kubectl delete deployment "
             f"{config.kubernetes.app}{CANARY_SUFFIX} -n {config.kubernetes.namespace})")
 
 
-def _record(config: Config, run: deploy.Kubectl, outcome: str, artifacts: tfartifacts.Artifacts,
+def _record(config: Config, kube: Reads, outcome: str, artifacts: tfartifacts.Artifacts,
             result: ReleaseResult, reason: str = "") -> history.Record:
     record = history.new_record(outcome, artifacts, reason=reason, previous=result.previous,
                                 gate=result.gate.summary() if result.gate else {})
-    history.append(config, run, record)
+    history.append(config, kube, record)
     return record
 
 
-def run_gate(config: Config, cases: list[smoke.SmokeCase], serving_pod: str | None, canary_pod: str) -> gate.GateResult:
+def run_gate(config: Config, kube: Reads, ports: tuple[int, int], cases: list[smoke.SmokeCase],
+             serving_pod: str | None, canary_pod: str) -> gate.GateResult:
     """The smoke test on the canary, then the held-out sample on both sides, each through its own port-forward."""
-    from tfship.kubectl import kubectl_argv
-
-    ports = (config.serving.grpc_port, config.serving.rest_port)
     timeout = config.smoke.timeout
     namespace = config.kubernetes.namespace
     forwards: list[smoke.PortForward] = []
     clients: list[smoke.GrpcClient] = []
     try:
-        canary_forward = smoke.PortForward(kubectl_argv(config), namespace, canary_pod, ports)
+        canary_forward = smoke.PortForward(kube.argv(), namespace, canary_pod, ports)
         forwards.append(canary_forward)
         canary_forward.start()
         smoke_result = smoke.check_replica(canary_forward, cases, *ports, timeout=timeout,
@@ -257,7 +263,7 @@ def run_gate(config: Config, cases: list[smoke.SmokeCase], serving_pod: str | No
         clients.append(canary_client)
         serving_client = None
         if serving_pod:
-            serving_forward = smoke.PortForward(kubectl_argv(config), namespace, serving_pod, ports)
+            serving_forward = smoke.PortForward(kube.argv(), namespace, serving_pod, ports)
             forwards.append(serving_forward)
             serving_forward.start()
             serving_client = smoke.GrpcClient(serving_forward.ports[ports[0]], timeout)
@@ -279,14 +285,14 @@ def run_gate(config: Config, cases: list[smoke.SmokeCase], serving_pod: str | No
 # Observation window (release.canary_traffic)
 
 
-def _canary_joins_service(config: Config, run: deploy.Kubectl, joins: bool) -> None:
+def _canary_joins_service(config: Config, kube: Reads, joins: bool) -> None:
     """Widen the Service's selector to every model-server pod of the project (serving and canary), or put it back
     to the serving app's own labels. A merge patch: the Service is never deleted or recreated."""
     name_key = "app.kubernetes.io/name"
     selector = ({name_key: None, OBSERVATION_SELECTOR_KEY: "model-server"} if joins
                 else {name_key: config.kubernetes.app, OBSERVATION_SELECTOR_KEY: None})
-    run(config, "patch", "service", config.kubernetes.app, "-n", config.kubernetes.namespace, "--type", "merge",
-        "-p", json.dumps({"spec": {"selector": selector}}))
+    kube.run("patch", "service", config.kubernetes.app, "-n", config.kubernetes.namespace, "--type", "merge",
+             "-p", json.dumps({"spec": {"selector": selector}}))
 
 
 def request_counts(metrics_text: str) -> dict[str, int]:
@@ -313,15 +319,12 @@ def observation_check(before: dict[str, int], after: dict[str, int], seconds: in
     return gate.Check("all", "canary traffic", errors == 0, line, float(errors), None)
 
 
-def observe(config: Config, canary_pod: str, *, sleep: Callable[[float], None] = time.sleep,
-            progress: Callable[[str], None] = say) -> gate.Check:
+def observe(config: Config, kube: Reads, rest_port: int, canary_pod: str, *,
+            sleep: Callable[[float], None] = time.sleep, progress: Callable[[str], None] = say) -> gate.Check:
     """Let the Service send the canary its share for release.observation_seconds; its metrics must show no error."""
     import requests as http
 
-    from tfship.kubectl import kubectl_argv
-
-    rest_port = config.serving.rest_port
-    forward = smoke.PortForward(kubectl_argv(config), config.kubernetes.namespace, canary_pod, [rest_port])
+    forward = smoke.PortForward(kube.argv(), config.kubernetes.namespace, canary_pod, [rest_port])
     try:
         forward.start()
         url = f"http://127.0.0.1:{forward.ports[rest_port]}{METRICS_PATH}"
@@ -345,8 +348,8 @@ def observe(config: Config, canary_pod: str, *, sleep: Callable[[float], None] =
 # History and rollback
 
 
-def releases(config: Config, *, kubectl: deploy.Kubectl | None = None) -> list[history.Record]:
-    return history.load(config, kubectl or deploy._default_kubectl())
+def releases(config: Config, *, target: Reads | None = None) -> list[history.Record]:
+    return history.load(config, target or cluster.target(config))
 
 
 def rollback_to(
@@ -354,22 +357,23 @@ def rollback_to(
     release_id: str,
     replicas: int | None = None,
     *,
-    kubectl: deploy.Kubectl | None = None,
+    target: Reads | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[deploy.DeployResult, history.Record]:
     """Serve an earlier promoted release again (its image and models, from the cluster's history, so any machine
     can do it), with the serving Deployment's rollout rules; recorded as a rollback."""
-    run = kubectl or deploy._default_kubectl()
-    target = history.find(history.load(config, run), release_id)
-    artifacts = target.release_artifacts()
-    stable = deploy.get_deployment(config, run)
+    kube = target or cluster.target(config)
+    wanted = history.find(history.load(config, kube), release_id)
+    artifacts = wanted.release_artifacts()
+    stable = App.of(config, kube, clock, sleep).deployment()
     if replicas is None:
         replicas = int(stable.get("spec", {}).get("replicas", config.kubernetes.replicas)) if stable \
             else config.kubernetes.replicas
-    previous = deploy._container_image(stable).rpartition("@")[2] if stable else ""
-    deployed = deploy.deploy(config, replicas, kubectl=run, clock=clock, sleep=sleep, artifacts=artifacts)
+    previous = container_image(stable).rpartition("@")[2] if stable else ""
+    # target as given: on the real cluster deploy also checks that the nodes can pull the image
+    deployed = deploy.deploy(config, replicas, target=target, clock=clock, sleep=sleep, artifacts=artifacts)
     record = history.new_record(history.ROLLED_BACK, artifacts, previous=previous,
-                                reason=f"back to release {target.id}")
-    history.append(config, run, record)
+                                reason=f"back to release {wanted.id}")
+    history.append(config, kube, record)
     return deployed, record

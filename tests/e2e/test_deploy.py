@@ -21,7 +21,7 @@ import requests
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, render
+from tfship import deploy, export, images, push, registry, render, rollout
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError
 from tfship.smoke import PortForward
@@ -188,7 +188,7 @@ def assert_serving(cluster, app: App, replicas: int) -> None:
 
 
 def test_rendered_manifests_pass_server_side_dry_run(cluster, good_app):
-    result = deploy.render_manifests(good_app.config)
+    result = render.render_manifests(good_app.config)
     assert result.source == "from the cluster"
     served = cluster.kubectl("api-versions").stdout.split()
     assert result.api_versions.pdb == ("policy/v1" if "policy/v1" in served else "policy/v1beta1")
@@ -216,7 +216,7 @@ def test_a_model_that_cannot_load_fails_with_the_server_error_and_the_old_versio
     cluster, good_app, broken_app
 ):
     deploy.deploy(good_app.config, 3)
-    revision_before = deployment(cluster)["metadata"]["annotations"][deploy.REVISION_ANNOTATION]
+    revision_before = deployment(cluster)["metadata"]["annotations"][rollout.REVISION_ANNOTATION]
 
     with pytest.raises(KubernetesError) as failed:
         deploy.deploy(broken_app.config, 3)
@@ -249,7 +249,7 @@ def test_keep_failed_leaves_the_broken_rollout_and_rollback_restores_service(clu
 
 def test_scale_three_to_one_to_three(cluster, good_app):
     deploy.deploy(good_app.config, 3)
-    revision = deployment(cluster)["metadata"]["annotations"][deploy.REVISION_ANNOTATION]
+    revision = deployment(cluster)["metadata"]["annotations"][rollout.REVISION_ANNOTATION]
 
     down = deploy.deploy(good_app.config, 1)
     assert (down.ready, down.replicas) == (1, 1)

@@ -17,6 +17,7 @@ Kubernetes injects (no cluster DNS here); it makes no retries and stops when tol
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,9 +32,10 @@ import pytest
 import yaml
 
 from tfship import artifacts as tfartifacts
+from tfship import cluster as tfcluster
 from tfship import config as tfconfig
 from tfship import export, history, images, models, push, registry, release, render
-from tfship.artifacts import Artifacts, ImageArtifact
+from tfship.artifacts import Artifacts, ImageArtifact, ServingRecord
 
 pytestmark = pytest.mark.e2e
 
@@ -181,7 +183,12 @@ def crash_looping_app(good: Artifacts, root: Path, config_file: Path, version: i
         client.close()
     crash = ImageArtifact(role="serving", name=CRASH_IMAGE, tag=image.tag, image_id=built.id, user=image.user,
                           runtime=image.runtime)
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": crash}, models={MODEL: [version]}))
+    # What build would record for it: the same serving contract and smoke sample as the good image's.
+    serving = ServingRecord.from_dict(json.loads(json.dumps(dataclasses.asdict(good.serving))))
+    shutil.copytree(root / "build" / tfartifacts.SAMPLES_DIR, config.build_path / tfartifacts.SAMPLES_DIR,
+                    dirs_exist_ok=True)
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": crash}, models={MODEL: [version]},
+                                                      serving=serving))
     push.push(config)
     return config
 
@@ -390,7 +397,7 @@ def test_history_lists_every_release_and_rollback_goes_to_any_promoted_one(clust
     listed = invoke(s.config_file, "history")
     print(f"\n--- invoke history\n{listed.stdout}")
     assert listed.returncode == 0, listed.stderr
-    records = history.load(s.config, release.deploy._default_kubectl())
+    records = history.load(s.config, tfcluster.target(s.config))
     assert [(r.outcome, r.models[MODEL]) for r in records] == [
         ("promoted", [1]), ("promoted", [2]), ("rejected", [3]), ("rejected", [4]), ("rejected", [5])]
     for record in records:
@@ -408,6 +415,6 @@ def test_history_lists_every_release_and_rollback_goes_to_any_promoted_one(clust
     assert_serves_everywhere(cluster, s.config, s.v1.image("serving").digest)
     final = invoke(s.config_file, "history")
     print(f"\n--- invoke history after the rollback\n{final.stdout}")
-    last = history.load(s.config, release.deploy._default_kubectl())[-1]
+    last = history.load(s.config, tfcluster.target(s.config))[-1]
     assert (last.outcome, last.digest, last.reason) == ("rollback", s.v1.image("serving").digest,
                                                         f"back to release {records[0].id}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfship import bases, docker_client, images
+from tfship import bases, contract, docker_client, images
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
 
@@ -134,9 +134,9 @@ def test_served_versions_errors_name_the_folder(tmp_path):
 
 def test_one_latest_model_needs_no_config_file_and_two_do(tmp_path):
     config = config_with(tmp_path, ModelSpec(name="a"), ModelSpec(name="b", version_policy="all", labels={"stable": 1}))
-    assert not images.needs_model_config_file(config, {"a": [1]})
-    assert images.needs_model_config_file(config, {"a": [1], "b": [1, 2]})
-    text = images.model_config_text(config, {"a": [1], "b": [1, 2]})
+    assert not contract.needs_model_config_file(images.served_models(config, {"a": [1]}))
+    assert contract.needs_model_config_file(images.served_models(config, {"a": [1], "b": [1, 2]}))
+    text = contract.model_config_text(images.served_models(config, {"a": [1], "b": [1, 2]}))
     assert 'name: "a"' in text and 'base_path: "/models/a"' in text and "latest { num_versions: 1 }" in text
     assert "all {}" in text and 'version_labels { key: "stable" value: 1 }' in text
 
@@ -146,7 +146,7 @@ def test_model_config_text_parses_as_tf_serving_config(tmp_path):
     from tensorflow_serving.config import model_server_config_pb2
 
     config = config_with(tmp_path, ModelSpec(name="a", version_policy="specific", versions=[1, 3]), ModelSpec(name="b"))
-    parsed = text_format.Parse(images.model_config_text(config, {"a": [1, 3], "b": [7]}),
+    parsed = text_format.Parse(contract.model_config_text(images.served_models(config, {"a": [1, 3], "b": [7]})),
                                model_server_config_pb2.ModelServerConfig())
     first, second = parsed.model_config_list.config
     assert list(first.model_version_policy.specific.versions) == [1, 3]

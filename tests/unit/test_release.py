@@ -14,8 +14,8 @@ import yaml
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy, gate, history, release, render, smoke
-from tfship.artifacts import Artifacts, ImageArtifact
+from tfship import deploy, gate, history, kubectl, release, render, rollout, smoke
+from tfship.artifacts import Artifacts, ImageArtifact, ServingRecord, SmokeRecord
 from tfship.errors import ConfigError, KubernetesError
 
 DIGEST_OLD = "sha256:" + "01" * 32
@@ -40,7 +40,9 @@ def cfg(tmp_path: Path) -> tfconfig.Config:
 def artifacts(digest: str, models: dict[str, list[int]], auth: bool = False) -> Artifacts:
     serving = ImageArtifact(role="serving", name="tfship-serving", tag="t" + digest[-4:], image_id="sha256:" + "22" * 32,
                             user=10001, runtime="python", repository=REPOSITORY, digest=digest)
-    return Artifacts(images={"serving": serving}, models=models, registry="127.0.0.1:5000", registry_auth=auth)
+    record = ServingRecord(model_name="digits", smoke={"digits": SmokeRecord(signatures=["serving_default"])})
+    return Artifacts(images={"serving": serving}, models=models, serving=record, registry="127.0.0.1:5000",
+                     registry_auth=auth)
 
 
 def side(pod: str, wrong_per_class: dict[str, int] | None = None, latencies: list[float] | None = None,
@@ -253,7 +255,7 @@ def serving_deployment(digest: str, replicas: int = 3) -> dict:
             "status": {"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas}}
 
 
-class FakeCluster:
+class FakeCluster(kubectl.Reads):
     """kubectl against a tiny in-memory cluster: the serving Deployment, applied manifests, deletions, and the
     history ConfigMap with real JSON merge-patch semantics."""
 
@@ -264,7 +266,10 @@ class FakeCluster:
         self.config_maps: dict[str, dict[str, str]] = {}
         self.events: list[str] = []
 
-    def __call__(self, config, *args: str, input: str | None = None, check: bool = True):
+    def argv(self, *args: str) -> list[str]:
+        return ["kubectl", *args]
+
+    def run(self, *args: str, input: str | None = None, check: bool = True, timeout: float | None = None):
         verb = args[0]
         if verb == "api-versions":
             return self._ok(API_1_20)
@@ -309,10 +314,10 @@ class FakeCluster:
 def no_waiting(monkeypatch):
     """The canary becomes Ready at once; deploy.deploy is recorded instead of run."""
     deployed = []
-    monkeypatch.setattr(deploy, "wait_for_rollout", lambda config, run, deadline, **kw: {})
+    monkeypatch.setattr(rollout.App, "wait", lambda self, deadline, progress=None: {})
 
-    def fake_deploy(config, replicas, *, kubectl, clock, sleep, artifacts):
-        kubectl.events.append(f"deploy {replicas} of {artifacts.image('serving').digest}")
+    def fake_deploy(config, replicas, *, target, clock, sleep, artifacts):
+        target.events.append(f"deploy {replicas} of {artifacts.image('serving').digest}")
         deployed.append((replicas, artifacts.image("serving").digest))
         return deploy.DeployResult("shop", "tfship-serving", replicas, replicas, artifacts.image("serving").pinned_ref,
                                    "2", 1.0)
@@ -321,12 +326,13 @@ def no_waiting(monkeypatch):
     return deployed
 
 
-def pods(config) -> list[str]:
+def pods(config, kube) -> list[str]:
     return [f"{config.kubernetes.app}-abc"]
 
 
 def gate_of(*checks: gate.Check):
-    def run_gate(config, cases, serving_pod, canary_pod):
+    def run_gate(config, kube, ports, cases, serving_pod, canary_pod):
+        assert ports == (8500, 8501)
         run_gate.seen = (serving_pod, canary_pod)
         return gate.GateResult(checks=list(checks),
                                sides={"digits": {"canary": side(canary_pod), "serving": side(serving_pod or "")}})
@@ -338,7 +344,7 @@ def test_a_rejected_release_never_touches_the_serving_deployment(cfg, no_waiting
     bad = gate.Check("digits", "error rate", False, "error rate 0.88 vs 0.02 serving, limit +0.02", 0.88, 0.02)
     runner = gate_of(bad)
     with pytest.raises(release.ReleaseRejected) as rejected:
-        release.release(cfg, kubectl=fake, gate_runner=runner, ready_pods=pods)
+        release.release(cfg, target=fake, gate_runner=runner, ready_pods=pods)
     line = rejected.value.one_line()
     assert "rejected, digits: error rate 0.88 vs 0.02 serving, limit +0.02" in line
     assert DIGEST_OLD[:19] in line, "says what still serves"
@@ -355,7 +361,7 @@ def test_a_rejected_release_never_touches_the_serving_deployment(cfg, no_waiting
 def test_a_promoted_release_rolls_the_serving_deployment_then_deletes_the_canary(cfg, no_waiting):
     fake = FakeCluster(serving_deployment(DIGEST_OLD, replicas=2))
     good = gate.Check("digits", "error rate", True, "error rate 0.02 vs 0.02 serving, limit +0.02", 0.02, 0.02)
-    result = release.release(cfg, kubectl=fake, gate_runner=gate_of(good), ready_pods=pods)
+    result = release.release(cfg, target=fake, gate_runner=gate_of(good), ready_pods=pods)
     assert result.outcome == "promoted"
     assert no_waiting == [(2, DIGEST_NEW)], "as many replicas as served before"
     canary_applied = fake.events.index("apply Deployment")
@@ -369,7 +375,7 @@ def test_a_promoted_release_rolls_the_serving_deployment_then_deletes_the_canary
 def test_the_first_release_has_no_serving_replica_to_compare_with(cfg, no_waiting):
     fake = FakeCluster(None)
     runner = gate_of(gate.Check("digits", "error rate", True, "fine"))
-    release.release(cfg, kubectl=fake, gate_runner=runner, ready_pods=pods)
+    release.release(cfg, target=fake, gate_runner=runner, ready_pods=pods)
     assert runner.seen == (None, "tfship-serving-canary-abc")
     assert no_waiting == [(cfg.kubernetes.replicas, DIGEST_NEW)]
     assert fake.events[0] == "delete canary", "a leftover canary of a killed run goes first"
@@ -377,15 +383,15 @@ def test_the_first_release_has_no_serving_replica_to_compare_with(cfg, no_waitin
 
 
 def test_a_canary_that_never_becomes_ready_is_rejected_with_the_cause(cfg, no_waiting, monkeypatch):
-    def crash(config, run, deadline, **kw):
-        assert config.kubernetes.app == "tfship-serving-canary"
+    def crash(app, deadline, progress=None):
+        assert app.name == "tfship-serving-canary"
         raise deploy.RolloutFailed("pod tfship-serving-canary-x keeps crashing, CrashLoopBackOff (Error, exit code 1)",
                                    "fix the image")
 
-    monkeypatch.setattr(deploy, "wait_for_rollout", crash)
+    monkeypatch.setattr(rollout.App, "wait", crash)
     fake = FakeCluster(serving_deployment(DIGEST_OLD))
     with pytest.raises(release.ReleaseRejected, match="never became Ready: pod tfship-serving-canary-x keeps crashing"):
-        release.release(cfg, kubectl=fake, gate_runner=gate_of(), ready_pods=pods)
+        release.release(cfg, target=fake, gate_runner=gate_of(), ready_pods=pods)
     assert not no_waiting
     assert fake.events[-1] == "delete canary"
     assert history.load(cfg, fake)[0].outcome == "rejected"
@@ -394,18 +400,18 @@ def test_a_canary_that_never_becomes_ready_is_rejected_with_the_cause(cfg, no_wa
 def test_an_interrupt_during_the_gate_still_deletes_the_canary(cfg, no_waiting):
     fake = FakeCluster(serving_deployment(DIGEST_OLD))
 
-    def interrupted(config, cases, serving_pod, canary_pod):
+    def interrupted(config, kube, ports, cases, serving_pod, canary_pod):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        release.release(cfg, kubectl=fake, gate_runner=interrupted, ready_pods=pods)
+        release.release(cfg, target=fake, gate_runner=interrupted, ready_pods=pods)
     assert fake.events[-1] == "delete canary"
     assert not no_waiting and history.load(cfg, fake) == []
 
 
 def test_releasing_what_already_serves_changes_nothing(cfg, no_waiting):
     fake = FakeCluster(serving_deployment(DIGEST_NEW))
-    result = release.release(cfg, kubectl=fake, gate_runner=gate_of(), ready_pods=pods)
+    result = release.release(cfg, target=fake, gate_runner=gate_of(), ready_pods=pods)
     assert result.outcome == "unchanged" and not fake.events
 
 
@@ -435,11 +441,13 @@ def test_rollback_finds_a_promoted_release_and_refuses_a_rejected_one(cfg, no_wa
     for record in (promoted, rejected):
         history.append(cfg, fake, record)
     with pytest.raises(KubernetesError, match="was rejected, not promoted"):
-        release.rollback_to(cfg, rejected.id, kubectl=fake)
-    deployed, record = release.rollback_to(cfg, promoted.id[:12], kubectl=fake)
+        release.rollback_to(cfg, rejected.id, target=fake)
+    deployed, record = release.rollback_to(cfg, promoted.id[:12], target=fake)
     assert no_waiting == [(2, DIGEST_OLD)]
+    assert history.find(history.load(cfg, fake), promoted.id).release_artifacts().serving.model_name == "digits", \
+        "the serving contract travels with the record: another machine can render it"
     assert (record.outcome, record.reason, record.previous) == ("rollback", f"back to release {promoted.id}",
                                                                 DIGEST_NEW)
     with pytest.raises(KubernetesError, match="no release 'nope'"):
-        release.rollback_to(cfg, "nope", kubectl=fake)
+        release.rollback_to(cfg, "nope", target=fake)
     assert "rollback" in history.format_table(history.load(cfg, fake))

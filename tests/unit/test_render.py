@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from tfship import config as tfconfig
-from tfship import render
+from tfship import images, render
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError, TfshipError
 
@@ -47,7 +48,18 @@ def make_config(tmp_path: Path, digits_extra: str = "", **overrides) -> tfconfig
     return tfconfig.load(tmp_path / "tfship.yaml", environ={}, overrides=overrides)
 
 
-def make_artifacts(models: dict[str, list[int]], *, auth: bool = False, pushed: bool = True, user: int = 10001):
+def default_config() -> tfconfig.Config:
+    with tempfile.TemporaryDirectory() as folder:
+        return make_config(Path(folder))
+
+
+def make_artifacts(models: dict[str, list[int]], *, auth: bool = False, pushed: bool = True, user: int = 10001,
+                   config: tfconfig.Config | None = None):
+    """What build and push record for a serving image with `models` baked in, built with `config` (default:
+    TFSHIP_YAML)."""
+    config = config or default_config()
+    # As build records it; none for models tfship.yaml does not list (render refuses those first).
+    record = images.serving_record(config, models, keep_samples=False) if set(models) & {m.name for m in config.models} else None
     serving = ImageArtifact(
         role="serving",
         name="tfship-serving",
@@ -58,7 +70,8 @@ def make_artifacts(models: dict[str, list[int]], *, auth: bool = False, pushed: 
         repository="127.0.0.1:5000/tfship/tfship-serving" if pushed else "",
         digest=DIGEST if pushed else "",
     )
-    return Artifacts(images={"serving": serving}, models=models, registry="127.0.0.1:5000", registry_auth=auth)
+    return Artifacts(images={"serving": serving}, models=models, serving=record, registry="127.0.0.1:5000",
+                     registry_auth=auth)
 
 
 def documents(rendered: dict[str, str]) -> dict[str, dict]:
@@ -167,8 +180,9 @@ def test_several_models_use_a_model_config_file_named_by_its_content(tmp_path):
     volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "model-config", "configMap": {"name": config_map["metadata"]["name"]}} in volumes
     # A different model config gets a different name, so a rollback finds its own.
-    other = render.render(make_config(tmp_path, digits_extra="    version_policy: all\n"),
-                          make_artifacts({"digits": [1, 2], "half_plus_two": [1]}), api, 3)
+    other_config = make_config(tmp_path, digits_extra="    version_policy: all\n")
+    other = render.render(other_config, make_artifacts({"digits": [1, 2], "half_plus_two": [1]}, config=other_config),
+                          api, 3)
     assert documents(other)["ConfigMap"]["metadata"]["name"] != config_map["metadata"]["name"]
     assert "model_version_policy { all {} }" in documents(other)["ConfigMap"]["data"]["models.config"]
 
@@ -179,7 +193,7 @@ def test_one_model_with_labels_or_a_policy_needs_the_config_file(tmp_path):
     labels: {stable: 1, canary: 2}
 """
     cfg = make_config(tmp_path, digits_extra=extra)
-    rendered = render.render(cfg, make_artifacts({"digits": [1, 2]}), render.select_api_versions(None), 1)
+    rendered = render.render(cfg, make_artifacts({"digits": [1, 2]}, config=cfg), render.select_api_versions(None), 1)
     text = documents(rendered)["ConfigMap"]["data"]["models.config"]
     assert "model_version_policy { specific { versions: 1 versions: 2 } }" in text
     assert 'version_labels { key: "canary" value: 2 }' in text

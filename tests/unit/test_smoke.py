@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tfship import smoke
+from tfship import images, smoke
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 from tfship.errors import SmokeTestError
@@ -49,8 +49,12 @@ def test_cases_read_the_sample_of_the_newest_baked_version(tmp_path):
     (sample_dir / "smoke_sample.json").write_text(json.dumps(
         {"signature": "serving_default", "input_key": "pixels", "output_key": "probabilities",
          "inputs": [[1.0]], "expected_labels": ["3"]}))
+    for version in ("3", "7"):
+        (tmp_path / "models" / "m" / version).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / "m" / version / "saved_model.pb").write_bytes(b"pb")
     config = Config(models=[ModelSpec(name="m")], root=tmp_path)
-    [c] = smoke.load_cases(config, Artifacts(models={"m": [3, 7]}))
+    served = {"m": [3, 7]}
+    [c] = smoke.load_cases(config, Artifacts(models=served, serving=images.serving_record(config, served)))
     assert (c.version, c.expected_labels, c.rows, c.input_key) == (7, [3], [[1.0]], "pixels")
 
 
@@ -120,6 +124,10 @@ def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM) in the middle of a replica's checks still stops its kubectl port-forward."""
     from tfship import kubectl
 
+    class FakeTarget(kubectl.Reads):
+        def argv(self, *args):
+            return fake_kubectl(tmp_path, "ok") + list(args)
+
     started = []
     real_start = smoke.PortForward.start
 
@@ -133,10 +141,9 @@ def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(smoke.PortForward, "start", start)
     monkeypatch.setattr(smoke, "load_cases", lambda config, recorded: [])
-    monkeypatch.setattr(smoke, "ready_pods", lambda config: ["pod-a", "pod-b"])
+    monkeypatch.setattr(smoke, "ready_pods", lambda config, kube: ["pod-a", "pod-b"])
     monkeypatch.setattr(smoke, "check_replica", interrupted)
-    monkeypatch.setattr(kubectl, "kubectl_argv", lambda config: fake_kubectl(tmp_path, "ok"))
 
     with pytest.raises(KeyboardInterrupt):
-        smoke.smoke_test(Config(root=tmp_path))
+        smoke.smoke_test(Config(root=tmp_path), target=FakeTarget())
     assert len(started) == 1 and not started[0].alive()

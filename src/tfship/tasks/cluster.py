@@ -5,11 +5,12 @@ from invoke import task
 from tfship.tasks._common import exclusive, handles_errors, load_config
 
 
-@task(help={"provider": "local (built from Debian's source), kind, or external (default: tfship.yaml)"})
+@task(help={"provider": "auto (the current kubectl context if it answers, else local), local (built from Debian's "
+                        "source), kind, or external (default: tfship.yaml)"})
 @handles_errors
 @exclusive
 def up(c, provider=None):
-    """Stand up the configured cluster provider (local: Kubernetes built from Debian's source); idempotent."""
+    """Make the configured cluster answer (local: built from Debian's source; external: only checked); idempotent."""
     from tfship import cluster
 
     print(cluster.up(load_config(**{"kubernetes.provider": provider})))

@@ -50,7 +50,7 @@ def push(c):
 @exclusive
 def render(c, replicas=None, offline=False):
     """Render Kubernetes manifests, pinned by digest, into build/k8s/."""
-    from tfship import deploy as stage
+    from tfship import render as stage
 
     cfg = load_config(**{"kubernetes.replicas": replicas})
     print(stage.render_manifests(cfg, offline=offline))
