@@ -215,6 +215,9 @@ def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.
                               "-n", app.namespace, "-l", app.selector, "--ignore-not-found", "--wait=false")
         deleted = [line for line in (result.stdout or "").splitlines()
                    if line.strip() and not line.startswith("No resources found")]
+        from tfship.release import delete_canary  # a release's canary (left by a killed run) has its own labels
+
+        deleted += [line for line in delete_canary(config, app.kube) if not line.startswith("No resources found")]
         for line in deleted:
             progress.update(line)
         app.wait_pods_gone(config.kubernetes.termination_grace + 60)

@@ -281,6 +281,19 @@ def run_gate(config: Config, kube: Reads, ports: tuple[int, int], cases: list[sm
     return gate.judge(config, smoke_result, measured)
 
 
+def deploy_or_release(config: Config, *, target: Reads | None = None) -> deploy.DeployResult:
+    """`invoke up`'s deploy stage: the first deploy (or a re-apply of what already serves) goes straight out; a new
+    image over a serving one goes through `release` (ReleaseRejected when the gate fails)."""
+    kube = target or cluster.target(config)
+    stable = App.of(config, kube).deployment()
+    new_image = tfartifacts.load(config.artifacts_path).image("serving").pinned_ref
+    if stable is None or container_image(stable) == new_image:
+        return deploy.deploy(config, target=target)
+    result = release(config, config.kubernetes.replicas, target=target)
+    assert result.deployed is not None  # a release that returns was promoted
+    return result.deployed
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Observation window (release.canary_traffic)
 

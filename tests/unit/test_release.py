@@ -286,6 +286,8 @@ class FakeCluster(kubectl.Reads):
             self.deleted.append(args)
             self.events.append("delete canary" if "tfship-serving-canary" in " ".join(args) else "delete")
             return self._ok("")
+        if verb == "get" and args[1] == "pods":
+            return self._ok(json.dumps({"items": []}))
         if verb == "create":
             name = json.loads(input)["metadata"]["name"]
             if name in self.config_maps:
@@ -451,3 +453,22 @@ def test_rollback_finds_a_promoted_release_and_refuses_a_rejected_one(cfg, no_wa
     with pytest.raises(KubernetesError, match="no release 'nope'"):
         release.rollback_to(cfg, "nope", target=fake)
     assert "rollback" in history.format_table(history.load(cfg, fake))
+
+
+@pytest.mark.parametrize("serving, expected", [(None, "deploy"), (DIGEST_NEW, "deploy"), (DIGEST_OLD, "release")])
+def test_up_releases_a_new_image_over_a_serving_one_and_deploys_otherwise(cfg, monkeypatch, serving, expected):
+    fake = FakeCluster(serving_deployment(serving) if serving else None)
+    used = []
+    monkeypatch.setattr(deploy, "deploy", lambda config, **kw: used.append("deploy") or "deployed")
+    monkeypatch.setattr(release, "release", lambda config, replicas, **kw: used.append("release") or
+                        release.ReleaseResult("promoted", DIGEST_NEW, DIGEST_OLD, deployed="promoted"))
+    release.deploy_or_release(cfg, target=fake)
+    assert used == [expected]
+
+
+def test_destroy_also_removes_a_canary_left_by_a_killed_release(cfg):
+    fake = FakeCluster(serving_deployment(DIGEST_OLD))
+    deploy.destroy(cfg, target=fake, clock=lambda: 0.0, sleep=lambda seconds: None)
+    selectors = [args[args.index("-l") + 1] for args in fake.deleted]
+    assert render.selector(release.canary_config(cfg)) in selectors
+    assert render.selector(cfg) in selectors
