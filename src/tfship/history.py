@@ -162,14 +162,14 @@ def find(records: list[Record], wanted: str) -> Record:
 def format_table(records: list[Record]) -> str:
     if not records:
         return "no releases recorded yet (invoke release records them)"
-    header = f"{'id':<28} {'time (UTC)':<20} {'outcome':<9} {'digest':<19} {'models':<16} gate"
+    header = f"{'id':<29} {'time (UTC)':<20} {'outcome':<9} {'digest':<19} {'models':<16} gate"
     lines = [header, "-" * len(header)]
     for r in records:
         models = ",".join(f"{name}:{'+'.join(map(str, versions))}" for name, versions in r.models.items())
         when = r.time.replace("T", " ")[:19]
-        lines.append(f"{r.id:<28} {when:<20} {r.outcome:<9} {r.digest[:19]:<19} {models:<16} {r.gate_line()}")
+        lines.append(f"{r.id:<29} {when:<20} {r.outcome:<9} {r.digest[:19]:<19} {models:<16} {r.gate_line()}")
         if r.reason:
-            lines.append(f"{'':<28} {r.reason}")
+            lines.append(f"{'':<29} {r.reason}")
     return "\n".join(lines)
 
 
