@@ -46,6 +46,7 @@ CRASH_IMAGE = "tfship-e2e-release-crash"
 LOAD_POD = "tfship-release-load"
 LOAD_MAX_SECONDS = 900  # hard cap; the test stops the load as soon as the release returns
 LOAD_INTERVAL_SECONDS = 0.05
+LOAD_SETTLE_SECONDS = 20  # load kept going after the release returns
 SLOW_SECONDS = 0.3  # per Predict call of the slow version
 
 # Runs inside the cluster, bounded in time; prints one JSON line at the end. No retries: a failure is counted.
@@ -263,6 +264,9 @@ class Load:
         time.sleep(3)  # a few requests before the release starts
 
     def stop(self) -> dict:
+        # Old pods drain for a few seconds after a rollout completes (preStop): keep sending through that, so the
+        # long-lived gRPC channel has moved to a new pod and anything that could fail has had its chance.
+        time.sleep(LOAD_SETTLE_SECONDS)
         self.cluster.kubectl("exec", LOAD_POD, "-n", NAMESPACE, "--", "touch", "/control/stop")
         logs = wait_for_log(self.cluster, "RESULT ", timeout=60)
         self.cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--wait=false", check=False)
