@@ -171,11 +171,11 @@ def ensure_debian_base(config: Config) -> str:
 
 
 def _debootstrap_tarball(suite: str, mirror: str, tarball: Path, progress) -> None:
+    if not apt.is_root():  # said first: installing debootstrap would not be enough
+        raise DockerError("debootstrap needs root to build a Debian base", "run as root, or set base.source: upstream")
     if shutil.which("debootstrap") is None:
         progress.update("installing debootstrap")
         apt.ensure_packages(["debootstrap"], error=DockerError, why="to build a Debian base")
-    if os.geteuid() != 0:
-        raise DockerError("debootstrap needs root to build a Debian base", "run as root, or set base.source: upstream")
     tarball.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="debootstrap-", dir=tarball.parent))
     partial = tarball.with_suffix(".partial")

@@ -81,9 +81,13 @@ class ServingConfig:
     # tfserving: FROM tensorflow/serving; python: tfship.server on TensorFlow; auto: tfserving where pullable.
     runtime: Literal["tfserving", "python", "auto"] = "auto"
     tfserving_version: str = "2.19.0"
+    # FROM tensorflow/serving:<version>-gpu and one nvidia.com/gpu per replica (tfserving runtime only).
     gpu: bool = False
+    # Where the server listens. Baked into the serving image and recorded in build/artifacts.json: manifests,
+    # probes and the smoke test use the recorded ports, so a change takes effect with the next build.
     grpc_port: int = 8500
     rest_port: int = 8501
+    # Extra server flags, passed as container args at deploy time (not baked into the image).
     extra_args: list[str] = field(default_factory=list)
 
 

@@ -93,7 +93,8 @@ def broken_app(good_app, workdir) -> App:
         built, _ = client.images.build(path=context, tag=f"{BROKEN_IMAGE}:{good.tag}", rm=True, forcerm=True)
     broken = ImageArtifact(role="serving", name=BROKEN_IMAGE, tag=good.tag, image_id=built.id, user=good.user,
                            runtime=good.runtime)
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": broken}, models=good_app.artifacts.models))
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": broken}, models=good_app.artifacts.models,
+                                                      serving=good_app.artifacts.serving))
     try:
         yield App(config, push.push(config))
     finally:
@@ -114,7 +115,8 @@ def auth_app(good_app, workdir) -> App:
     good = good_app.artifacts.image("serving")
     unpushed = ImageArtifact(role="serving", name=good.name, tag=good.tag, image_id=good.image_id, user=good.user,
                              runtime=good.runtime)
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": unpushed}, models=good_app.artifacts.models))
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": unpushed}, models=good_app.artifacts.models,
+                                                      serving=good_app.artifacts.serving))
     app = App(config, push.push(config))
     assert app.artifacts.registry_auth
     return app
@@ -328,7 +330,8 @@ def unheld_auth_image(auth_app, workdir):
         built, _ = client.images.build(path=context, tag=f"{UNHELD_IMAGE}:{unique}", rm=True, forcerm=True)
     image = ImageArtifact(role="serving", name=UNHELD_IMAGE, tag=unique, image_id=built.id, user=10001,
                           runtime="python")
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": image}, models=auth_app.artifacts.models))
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": image}, models=auth_app.artifacts.models,
+                                                      serving=auth_app.artifacts.serving))
     app = App(config, push.push(config))
     client.images.remove(built.id, force=True)  # every tag: the node must fetch it from the registry
     client.close()

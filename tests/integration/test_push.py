@@ -17,11 +17,11 @@ import docker
 import docker.errors
 import pytest
 
-from tfship.host import apt
-from tfship import artifacts, engine, proc, push, registry
+from tfship import artifacts, engine, push, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError, TfshipError
+from tfship.host import apt, proc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from registry_fixtures import docker_client, free_port, make_image  # noqa: E402,F401,F811 (fixtures)

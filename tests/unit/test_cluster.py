@@ -424,6 +424,8 @@ def test_auto_falls_back_to_the_local_cluster_and_says_why(tmp_path, monkeypatch
         "(Unable to connect to the server: dial tcp 10.0.0.9:6443: i/o timeout)")
     fake_kubectl_on_path(tmp_path, monkeypatch, current="")
     assert cluster.provider_for(config_for("auto")).chosen_because.endswith("kubectl has no current context")
+    fake_kubectl_on_path(tmp_path, monkeypatch, current="tfship-local")
+    assert cluster.provider_for(config_for("auto")).name == "local"
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     monkeypatch.setattr(cluster.auto, "_chosen", {})
     assert cluster.provider_for(config_for("auto")).chosen_because.endswith("no kubectl on PATH")

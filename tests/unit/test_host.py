@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,19 @@ def test_apt_sources_reads_deb822_and_one_line_files(tmp_path):
 
 def test_apt_missing_asks_dpkg():
     assert apt.missing(["dpkg", "no-such-package-tfship"]) == ["no-such-package-tfship"]
+
+
+def test_a_detached_service_gets_no_secret_from_our_environment(tmp_path, monkeypatch):
+    """/proc/PID/environ of a daemon stays readable as long as it lives: no password may be in it."""
+    monkeypatch.setenv("TFSHIP_REGISTRY_PASSWORD", "hunter2-do-not-leak")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_do_not_leak")
+    log = tmp_path / "service.log"
+    service = proc.start_detached(["sleep", "30"], log, env={"KEEP_ME": "yes"})
+    try:
+        environ = Path(f"/proc/{service.pid}/environ").read_bytes().split(b"\0")
+        assert b"KEEP_ME=yes" in environ
+        assert not [entry for entry in environ if b"do_not_leak" in entry or b"do-not-leak" in entry]
+        assert oct(log.stat().st_mode & 0o777) == "0o600"
+    finally:
+        service.kill()
+        service.wait(timeout=10)

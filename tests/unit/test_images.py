@@ -267,3 +267,26 @@ def test_build_fails_on_a_missing_model_before_building_anything(tmp_path, monke
     assert failure.value.hint.startswith("run: invoke export --model missing")
     with pytest.raises(ConfigError, match="unknown image"):
         images.build(config, images=("prod",))
+
+
+def test_the_serving_record_is_what_the_image_is_built_with(tmp_path):
+    from tfship import artifacts
+    from tfship.artifacts import ImageArtifact
+
+    make_model(tmp_path, "a", ["1", "2"])
+    make_model(tmp_path, "b", ["5"])
+    config = config_with(tmp_path, ModelSpec(name="a", version_policy="all", signatures=["serving_default", "x"]),
+                         ModelSpec(name="b", smoke="status-only"))
+    config.serving.grpc_port = 9000
+    served = images.stage_models(config, tmp_path / "context")
+    record = images.serving_record(config, served)
+    assert record.model_config == (tmp_path / "context" / "models.config").read_text()
+    assert (record.model_name, record.grpc_port, record.rest_port, record.gpu) == ("a", 9000, 8501, False)
+    assert record.smoke["a"].signatures == ["serving_default", "x"] and record.smoke["a"].sample == ""  # no sample
+    assert record.smoke["b"].status_only
+    plan = images.serving_plan(config, "runtime:1", "sha256:1", tmp_path,
+                               images.served_models(config, served))
+    assert plan.buildargs["MODEL_CONFIG_FILE"] == images.contract.MODEL_CONFIG_PATH
+    images._record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models=served,
+                   serving=record)
+    assert artifacts.load(config.artifacts_path).serving == record

@@ -44,6 +44,7 @@ models:
 
 
 def make_config(tmp_path: Path, digits_extra: str = "", **overrides) -> tfconfig.Config:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "tfship.yaml").write_text(TFSHIP_YAML + digits_extra)
     return tfconfig.load(tmp_path / "tfship.yaml", environ={}, overrides=overrides)
 
@@ -91,7 +92,15 @@ CASES = {
     # Two models: a ConfigMap with the model config file; an authenticated registry; a current cluster.
     "two-models-auth": dict(models={"digits": [1], "half_plus_two": [123, 124]}, auth=True, served=API_VERSIONS_1_30,
                             replicas=1),
+    # serving.gpu: the image was built FROM tensorflow/serving:<version>-gpu; the pod asks for one GPU.
+    "gpu-tfserving": dict(models={"half_plus_two": [1]}, auth=False, served=API_VERSIONS_1_30, replicas=2,
+                          built_with={"serving.gpu": True, "serving.runtime": "tfserving"}),
 }
+
+
+def case_artifacts(tmp_path: Path, spec: dict) -> Artifacts:
+    built_with = make_config(tmp_path / "built", **spec.get("built_with", {}))
+    return make_artifacts(spec["models"], auth=spec["auth"], config=built_with)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -99,7 +108,7 @@ def test_rendered_manifests_match_the_golden_files(tmp_path, case):
     spec = CASES[case]
     rendered = render.render(
         make_config(tmp_path),
-        make_artifacts(spec["models"], auth=spec["auth"]),
+        case_artifacts(tmp_path, spec),
         render.select_api_versions(spec["served"]),
         spec["replicas"],
     )
@@ -115,7 +124,7 @@ def test_rendered_manifests_match_the_golden_files(tmp_path, case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_manifests_pass_the_schema(tmp_path, case):
     spec = CASES[case]
-    rendered = render.render(make_config(tmp_path), make_artifacts(spec["models"], auth=spec["auth"]),
+    rendered = render.render(make_config(tmp_path), case_artifacts(tmp_path, spec),
                              render.select_api_versions(spec["served"]), spec["replicas"])
     for doc in documents(rendered).values():
         validate(doc)
@@ -272,3 +281,41 @@ def test_write_replaces_stale_manifests(tmp_path):
     written = render.write({"00-namespace.yaml": "kind: Namespace\n"}, tmp_path)
     assert [p.name for p in written] == ["00-namespace.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00-namespace.yaml"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The record, not tfship.yaml as it is now
+
+
+def test_editing_tfship_yaml_after_the_build_does_not_change_what_is_served(tmp_path):
+    built_with = make_config(tmp_path / "built")
+    recorded = make_artifacts({"digits": [1], "half_plus_two": [1]}, config=built_with)
+    api = render.select_api_versions(None)
+    before = render.render(built_with, recorded, api, 3)
+    edited = make_config(tmp_path / "edited", digits_extra="    version_policy: all\n    labels: {stable: 1}\n",
+                         **{"serving.grpc_port": 9000, "serving.rest_port": 9001, "serving.gpu": True})
+    edited.models.reverse()  # and the other model first
+    assert render.render(edited, recorded, api, 3) == before
+
+
+def test_ports_and_gpu_come_from_the_record(tmp_path):
+    built_with = make_config(tmp_path / "built", **{"serving.grpc_port": 9000, "serving.rest_port": 9001,
+                                                    "serving.gpu": True})
+    rendered = render.render(make_config(tmp_path), make_artifacts({"half_plus_two": [1]}, config=built_with),
+                             render.select_api_versions(None), 1)
+    docs = documents(rendered)
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 9000, "http": 9001}
+    assert {p["name"]: p["port"] for p in docs["Service"]["spec"]["ports"]} == {"grpc": 9000, "http": 9001}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in documents(render.render(
+        make_config(tmp_path), make_artifacts({"half_plus_two": [1]}), render.select_api_versions(None), 1,
+    ))["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_a_record_without_the_serving_contract_is_refused(tmp_path):
+    recorded = make_artifacts({"half_plus_two": [1]})
+    recorded.serving = None  # written by a tfship that did not record it
+    with pytest.raises(KubernetesError, match="does not record how the serving image serves") as refused:
+        render.render(make_config(tmp_path), recorded, render.select_api_versions(None), 1)
+    assert "invoke build" in refused.value.hint

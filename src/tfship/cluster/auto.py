@@ -40,6 +40,8 @@ def choose(config: Config, *, which: Callable[[str], str | None] = proc.which,
     context = current.stdout.strip() if current.returncode == 0 else ""
     if not context:
         return Choice("local", LOCAL_CONTEXT, "kubectl has no current context")
+    if context == LOCAL_CONTEXT:  # tfship's own cluster: use it with its own kubectl (no version skew)
+        return Choice("local", LOCAL_CONTEXT, f"the current kubectl context is {LOCAL_CONTEXT}")
     answer = run([kubectl, "--context", context, "get", "--raw", "/version", "--request-timeout=5s"], check=False,
                  timeout=PROBE_TIMEOUT, error=KubernetesError)
     if answer.returncode != 0:

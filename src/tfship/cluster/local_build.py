@@ -80,13 +80,13 @@ def ensure_binaries(config: Config) -> str:
 
 
 def deb_src_entry(mirror: str) -> str:
-    return apt.source_entry(mirror, SOURCE_SUITE,
-                            "Written by tfship: Debian's kubernetes SOURCE package builds the local cluster's binaries.")
+    why = "Written by tfship: Debian's kubernetes SOURCE package builds the local cluster's binaries."
+    return apt.source_entry(mirror, SOURCE_SUITE, why)
 
 
 def download_source(progress: Step, config: Config) -> Path:
-    """`apt-get source --download-only kubernetes` into the cache, from the configured Debian mirror (base.debian_mirror,
-    else the host's apt sources); returns the orig tarball."""
+    """`apt-get source --download-only kubernetes` into the cache, from the configured Debian mirror
+    (base.debian_mirror, else the host's apt sources); returns the orig tarball."""
     download = kubernetes_home() / "download"
     existing = sorted(download.glob(f"{SOURCE_PACKAGE}_*.orig.tar.*"))
     if existing:
@@ -166,7 +166,8 @@ def ensure_pause_image() -> str:
     with step(f"Building the pause image {PAUSE_IMAGE}") as progress, tempfile.TemporaryDirectory() as context:
         source = source_tree() / "build" / "pause" / "linux" / "pause.c"
         proc.run(
-            ["gcc", "-Os", "-Wall", "-Werror", "-static", "-DVERSION=v3.4-tfship", "-o", Path(context) / "pause", source],
+            ["gcc", "-Os", "-Wall", "-Werror", "-static", "-DVERSION=v3.4-tfship", "-o", Path(context) / "pause",
+             source],
             timeout=120, error=KubernetesError, hint=f"check that {source} exists (rerun cluster.up)",
         )
         dockerfile = Path(context) / "Dockerfile"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from tfship.cluster.reach import loopback_problem
 from tfship.cluster.status import ClusterStatus, NodeState, read
 from tfship.config import Config
 from tfship.kubectl import Target
@@ -50,6 +51,4 @@ class Provider(ABC):
     def registry_problem(self, registry_url: str, nodes: list[NodeState]) -> str | None:
         """Why the cluster's nodes cannot pull from `registry_url` (host:port), or None when they can.
         The default: a loopback registry is reachable only from a node that is this machine."""
-        from tfship.cluster import reach
-
-        return reach.loopback_problem(registry_url, nodes)
+        return loopback_problem(registry_url, nodes)

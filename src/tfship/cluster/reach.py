@@ -6,14 +6,12 @@ from typing import Iterable
 
 from tfship.cluster.status import NodeState
 from tfship.host.net import is_loopback, is_this_machine
+from tfship.registry.address import parse_registry_url, split_host
 
 
 def registry_host(registry_url: str) -> str:
     """The host of `host[:port][/namespace]` (brackets of an IPv6 literal removed)."""
-    hostport = registry_url.split("/", 1)[0]
-    if hostport.startswith("["):
-        return hostport[1:hostport.index("]")]
-    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+    return split_host(parse_registry_url(registry_url).registry)[0].strip("[]")
 
 
 def loopback_problem(registry_url: str, nodes: Iterable[NodeState]) -> str | None:

@@ -8,10 +8,11 @@ import socket
 
 
 def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (also written [::1], as in a host:port)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 

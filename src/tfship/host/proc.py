@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -162,18 +163,29 @@ def start_detached(
     truncate_log: bool = False,
 ) -> subprocess.Popen:
     """Start a long-lived service (dockerd, a registry, the cluster) in its own session, so it outlives this
-    command like a service would; its output goes to log_path (appended unless truncate_log)."""
+    command like a service would; its output goes to log_path (appended unless truncate_log, mode 0600).
+    The service gets this environment without its secrets: /proc/PID/environ stays readable for as long as a
+    daemon lives, and no daemon tfship starts needs a password from it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb" if truncate_log else "ab") as log:
+    descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate_log else os.O_APPEND), 0o600)
+    with os.fdopen(descriptor, "wb") as log:
         return subprocess.Popen(
             [str(a) for a in argv],
             cwd=cwd,
-            env={**os.environ, **env} if env is not None else None,
+            env=without_secrets({**os.environ, **(env or {})}),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
+
+
+def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus every variable whose name says it holds a secret (TFSHIP_REGISTRY_PASSWORD, ...)."""
+    return {name: value for name, value in environ.items() if not SECRET_NAME.search(name)}
 
 
 def which(name: str) -> str | None:

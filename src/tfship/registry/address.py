@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfship.errors import ConfigError
+from tfship.host.net import is_loopback
 
 
 # Docker Hub: images are named docker.io/..., its API answers on registry-1.docker.io, and `docker login` files its
@@ -128,15 +129,6 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"registry address {address!r} is not host:port", "e.g. registry.url: 127.0.0.1:5000")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def engine_allows_http(registry_config: dict[str, Any], address: str) -> bool:

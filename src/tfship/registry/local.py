@@ -27,12 +27,12 @@ import bcrypt
 import yaml
 
 from tfship import docker_client, resources
-from tfship.host import apt, proc, processes
 from tfship.config import Config, state_dir
 from tfship.errors import ConfigError, DockerError, RegistryError
+from tfship.host import apt, proc, processes
 from tfship.progress import step
-from tfship.registry.address import RegistryInfo, is_loopback, split_address
 from tfship.registry import tls
+from tfship.registry.address import RegistryInfo, is_loopback, split_address
 from tfship.registry.client import RegistryClient
 from tfship.registry.credentials import USERNAME_ENV, Credentials, env_credentials
 

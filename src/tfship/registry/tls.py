@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from tfship.host import apt, proc
 from tfship.errors import RegistryError
+from tfship.host import apt, proc
 
 # Where dockerd looks for a registry's CA (read on every connection, so no engine restart is needed).
 ENGINE_CERTS_DIR = Path("/etc/docker/certs.d")
