@@ -156,6 +156,31 @@ class SmokeConfig:
 
 
 @dataclass
+class ReleaseConfig:
+    """`invoke release`: a canary outside the Service, gated on the model's own quality against the serving version."""
+
+    canary_replicas: int = 1
+    # Seconds the canary may take to become Ready (model loading included) before it is rejected.
+    canary_timeout: int = 300
+    # The canary's error rate on the held-out sample may exceed the serving version's by at most this much
+    # (and may never exceed smoke.max_error_rate).
+    max_error_rate_increase: float = 0.02
+    # Any one class's accuracy may drop by at most this much (classifiers with labelled samples).
+    max_class_accuracy_drop: float = 0.25
+    # The canary's p99 Predict latency may be at most this many times the serving version's...
+    max_p99_ratio: float = 2.0
+    # ...unless it is within this many milliseconds of it: port-forward and a busy node add that much jitter.
+    p99_slack_ms: float = 50.0
+    # Times the held-out sample is sent, one example per request, to each side (more requests: a steadier p99).
+    rounds: int = 2
+    # Put the canary behind the Service for an observation window, reading its Prometheus request counts.
+    canary_traffic: bool = False
+    observation_seconds: int = 60
+    # Release records kept in the cluster (ConfigMap <app>-releases); the oldest are dropped beyond this.
+    history_limit: int = 50
+
+
+@dataclass
 class Config:
     project: str = "tfship"
     models_dir: str = "models"
@@ -169,6 +194,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     # Where tfship.yaml was found; relative paths in the config are relative to it.
     root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
@@ -324,6 +350,16 @@ def _check(config: Config) -> None:
                          config.kubernetes.progress_deadline)):
         if seconds <= 0:
             raise ConfigError(f"{key} must be more than 0 seconds, got {seconds}", "use a positive number")
+    release = config.release
+    for key in ("canary_replicas", "rounds", "history_limit"):
+        if getattr(release, key) < 1:
+            raise ConfigError(f"release.{key} must be 1 or more", f"got {getattr(release, key)}")
+    if release.max_p99_ratio < 1.0:
+        raise ConfigError("release.max_p99_ratio must be 1.0 or more", f"got {release.max_p99_ratio}")
+    if len(config.kubernetes.app) > 63 - len("-canary"):
+        raise ConfigError(f"kubernetes.app {config.kubernetes.app!r} is too long for its release canary "
+                          f"('{config.kubernetes.app}-canary' must fit a 63-character label)",
+                          "use at most 56 characters")
 
 
 def _section_fields(cls: type) -> dict[str, Any]:

@@ -130,10 +130,12 @@ def deploy(
     target: Reads | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
+    artifacts: tfartifacts.Artifacts | None = None,
 ) -> DeployResult:
-    """Render, apply, and wait until `replicas` pods of the new version are Ready (see the module docstring)."""
+    """Render, apply, and wait until `replicas` pods of the new version are Ready (see the module docstring).
+    `artifacts` (default: build/artifacts.json) lets a release or a rollback deploy an image recorded elsewhere."""
     # What to deploy first: a missing build or push is the user's next step, whatever the cluster's state.
-    artifacts = tfartifacts.load(config.artifacts_path)
+    artifacts = artifacts or tfartifacts.load(config.artifacts_path)
     image = artifacts.image("serving").pinned_ref
     app = _app(config, target, clock, sleep)
     kube = config.kubernetes
@@ -214,6 +216,9 @@ def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.
                               "-n", app.namespace, "-l", app.selector, "--ignore-not-found", "--wait=false")
         deleted = [line for line in (result.stdout or "").splitlines()
                    if line.strip() and not line.startswith("No resources found")]
+        from tfship.release import delete_canary  # a release's canary (left by a killed run) has its own labels
+
+        deleted += [line for line in delete_canary(config, app.kube) if not line.startswith("No resources found")]
         for line in deleted:
             progress.update(line)
         app.wait_pods_gone(config.kubernetes.termination_grace + 60)

@@ -1,6 +1,7 @@
 """`invoke up`: every stage in order, each one a no-op where its inputs are unchanged.
 
-engine -> export (only models with no version yet) -> build -> registry -> push -> cluster -> deploy -> smoke-test.
+engine -> export (only models with no version yet) -> build -> registry -> push -> cluster -> deploy (a new image
+over a serving one: release, the canary and quality gate) -> smoke-test.
 A failing stage stops the run before the next one starts (no push after a failed build, no deploy after a failed
 push), and its error is the one the user sees.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tfship import cluster, deploy, engine, export, images, models, push, registry, smoke
+from tfship import cluster, engine, export, images, models, push, registry, release, smoke
 from tfship.config import Config
 from tfship.errors import SmokeTestError
 from tfship.progress import step
@@ -49,7 +50,7 @@ def up(config: Config) -> UpSummary:
             registry.up(config)
         recorded = push.push(config)
         cluster.up(config)
-        deployed = deploy.deploy(config)
+        deployed = release.deploy_or_release(config)
         results = smoke.smoke_test(config)
         summary = UpSummary(
             images=[f"{image.role}: {image.pinned_ref}" for image in recorded.images.values()],

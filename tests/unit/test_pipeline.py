@@ -32,7 +32,7 @@ def stages(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline.registry, "up", record("registry"))
     monkeypatch.setattr(pipeline.push, "push", record("push", pushed))
     monkeypatch.setattr(pipeline.cluster, "up", record("cluster"))
-    monkeypatch.setattr(pipeline.deploy, "deploy", record("deploy", SimpleNamespace(ready=3)))
+    monkeypatch.setattr(pipeline.release, "deploy_or_release", record("deploy", SimpleNamespace(ready=3)))
     monkeypatch.setattr(pipeline.smoke, "smoke_test", record("smoke", lambda: outcome.results))
     outcome.calls = calls
     return outcome

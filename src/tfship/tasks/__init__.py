@@ -18,6 +18,8 @@ ns = Collection(
     pipeline.smoke_test,
     pipeline.status,
     pipeline.rollback,
+    pipeline.release,
+    pipeline.history,
     pipeline.destroy,
     pipeline.up,
     clients.predict,

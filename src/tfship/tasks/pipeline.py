@@ -95,14 +95,46 @@ def status(c):
     print(clients.service_address(cfg).describe())
 
 
-@task
+@task(help={"to": "a promoted release to serve again (its id from `invoke history`, or a unique prefix)",
+            "replicas": "with --to: number of serving replicas (default: as many as serve now)"})
 @handles_errors
 @exclusive
-def rollback(c):
-    """Roll the deployment back to its previous revision."""
+def rollback(c, to=None, replicas=None):
+    """Roll the deployment back to its previous revision, or to any promoted release (--to)."""
     from tfship import deploy as stage
+    from tfship import release as releases
 
-    print(stage.rollback(load_config()))
+    if to is None:
+        print(stage.rollback(load_config()))
+        return
+    deployed, record = releases.rollback_to(load_config(), to, None if replicas is None else int(replicas))
+    print(f"{deployed}\nrecorded as release {record.id} ({record.reason})")
+
+
+@task(help={"replicas": "number of serving replicas (default: as many as serve now)",
+            "force": "release even when the serving Deployment already runs this image"})
+@handles_errors
+@exclusive
+def release(c, replicas=None, force=False):
+    """Canary, smoke test and quality gate against the serving version, then promote or reject."""
+    from tfship import release as stage
+
+    try:
+        result = stage.release(load_config(), None if replicas is None else int(replicas), force=force)
+    except stage.ReleaseRejected as rejected:
+        print(rejected.result)
+        raise
+    print(result)
+
+
+@task
+@handles_errors
+def history(c):
+    """List the releases recorded in the cluster: time, digest, models, gate numbers, outcome."""
+    from tfship import history as records
+    from tfship import release as stage
+
+    print(records.format_table(stage.releases(load_config())))
 
 
 @task
