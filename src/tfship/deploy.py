@@ -20,7 +20,7 @@ from tfship import cluster, render
 from tfship.config import Config
 from tfship.errors import KubernetesError, RegistryError
 from tfship.kubectl import Reads
-from tfship.progress import step
+from tfship.progress import say, step
 from tfship.rollout import App, RolloutFailed, container_image, revision, rollout_complete
 
 Clock = Callable[[], float]
@@ -153,11 +153,21 @@ def deploy(
             progress.update(f"secret/{kube.pull_secret_name} applied (pull credentials for {artifacts.registry})")
         before = app.deployment()
         rest = [text for name, text in rendered.items() if name != render.NAMESPACE_FILE]
-        _apply(app, "---\n".join(rest), progress.update)
         try:
+            _apply(app, "---\n".join(rest), progress.update)
             deployment = app.wait(started + kube.rollout_timeout, progress.update)
         except RolloutFailed as failure:
             raise _undo(app, failure, before, keep_failed) from None
+        except (KeyboardInterrupt, KubernetesError) as stopped:
+            # Ctrl-C, SIGTERM, or kubectl failing or timing out mid-watch: the rollout is not left half-done
+            # silently; it is undone like a failed one (or kept, with one line, under --keep-failed).
+            why = "interrupted" if isinstance(stopped, KeyboardInterrupt) else f"stopped ({stopped.message})"
+            said = _undo_quietly(app, RolloutFailed(f"the rollout was {why} before it completed",
+                                                    "run the deploy again"), before, keep_failed)
+            if isinstance(stopped, KeyboardInterrupt):
+                say(said.one_line())
+                raise
+            raise said from None
         result = DeployResult.of(app, deployment, clock() - started)
         progress.done(f"{result.ready}/{replicas} ready, serving {result.digest}")
     return result
@@ -249,6 +259,17 @@ def _apply_pull_secret(config: Config, app: App, registry: str) -> None:
     username, password = found
     # Through stdin only: the password is never in argv, a file or a log line.
     app.kube.run("apply", "-f", "-", input=render.pull_secret(config, registry, username, password))
+
+
+def _undo_quietly(app: App, failure: RolloutFailed, before: dict[str, Any] | None,
+                  keep_failed: bool) -> KubernetesError:
+    """_undo, where the cluster may be the reason the rollout stopped: a failed undo is said, not raised."""
+    try:
+        return _undo(app, failure, before, keep_failed)
+    except (KubernetesError, RolloutFailed) as undo_failed:
+        reason = getattr(undo_failed, "message", None) or getattr(undo_failed, "reason", str(undo_failed))
+        return KubernetesError(f"deploy of {app.where} stopped: {failure.reason}; rolling back failed too: {reason}",
+                               "once the cluster answers: invoke rollback (or invoke status to see what runs)")
 
 
 def _undo(app: App, failure: RolloutFailed, before: dict[str, Any] | None, keep_failed: bool) -> KubernetesError:

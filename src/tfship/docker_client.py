@@ -96,6 +96,13 @@ def remove_image(ref: str) -> None:
             pass
 
 
+def tag_image(source: str, ref: str) -> None:
+    """Give the image `source` names the reference `ref` too."""
+    repository, tag = ref.rsplit(":", 1)
+    with errors(f"tagging {source} as {ref}"):
+        api().tag(source, repository, tag)
+
+
 def follow_stream(stream: Iterable[dict], what: str, on_line: Callable[[str], None]) -> list[dict]:
     """Read a decoded build/pull/import stream to its end; an errorDetail item raises DockerError.
 

@@ -43,6 +43,7 @@ REVISION_LABEL = "org.opencontainers.image.revision"
 ACCEPT_TIMEOUT = 240.0  # seconds for every model to become AVAILABLE (the python runtime imports TensorFlow)
 REQUEST_TIMEOUT = 30.0
 ROLES = ("devel", "serving")
+CANDIDATE_SUFFIX = "-candidate"  # a serving image's tag until it has passed acceptance
 RUNTIMES = ("tfserving", "python")
 
 
@@ -354,15 +355,19 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
         else:
             validate_models(config)
             labels = {REVISION_LABEL: git_revision(config.root, SOURCE_DIR), MODELS_LABEL: models_label(served)}
-            with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
-                image_id = docker_client.build_image(ref, plan.dockerfile, plan.files, plan.buildargs,
-                                                     progress.update, labels=labels, nocache=nocache)
-                progress.done(image_id[7:19])
+            # Built and accepted under a candidate tag; only an accepted image gets the content tag that makes the
+            # next build say "up to date" and that push reads. An interrupt or a failure at any point leaves no
+            # unaccepted image under the real tag (a leftover candidate is replaced by the next build).
+            candidate = f"{ref}{CANDIDATE_SUFFIX}"
             try:
-                accept_serving_image(ref, served, record.grpc_port, record.rest_port)
-            except BaseException:
-                docker_client.remove_image(ref)  # a broken image must never be pushed
-                raise
+                with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
+                    image_id = docker_client.build_image(candidate, plan.dockerfile, plan.files, plan.buildargs,
+                                                         progress.update, labels=labels, nocache=nocache)
+                    progress.done(image_id[7:19])
+                accept_serving_image(candidate, served, record.grpc_port, record.rest_port)
+                docker_client.tag_image(candidate, ref)
+            finally:
+                docker_client.remove_image(candidate)  # only the candidate tag: an accepted image keeps its ref
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     artifact = ImageArtifact(role="serving", name=plan.name, tag=plan.tag, image_id=image_id,

@@ -287,3 +287,45 @@ def test_deploy_waits_for_a_namespace_being_deleted(cfg):
     namespace_reads = [i for i, (args, _) in enumerate(fake.calls) if args[:2] == ("get", "namespace")]
     first_apply = next(i for i, (args, _) in enumerate(fake.calls) if args[0] == "apply")
     assert len(namespace_reads) == 3 and namespace_reads[-1] < first_apply
+
+
+class InterruptedWatch(FakeKubectl):
+    """The watch is cut short: Ctrl-C/SIGTERM arrives, or kubectl fails, while pods are being read."""
+
+    def __init__(self, stop: BaseException, **kwargs):
+        super().__init__(**kwargs)
+        self.stop = stop
+        self.stopped = False
+
+    def run(self, *args: str, **kwargs):
+        if args[:2] == ("get", "deployments,replicasets,pods") and not self.stopped:
+            self.stopped = True
+            raise self.stop
+        return super().run(*args, **kwargs)
+
+
+def test_ctrl_c_while_watching_rolls_back_says_so_and_still_interrupts(cfg, capsys):
+    fake = InterruptedWatch(KeyboardInterrupt(), before=OLD[0], watch_states=[ROLLING], after_undo=ROLLED_BACK)
+    with pytest.raises(KeyboardInterrupt):
+        run_deploy(cfg, fake)
+    undo = [args for args, _ in fake.calls if args[0] == "rollout"]
+    assert undo == [("rollout", "undo", "deployment/tfship-serving", "-n", "tfship", "--to-revision=1")]
+    said = capsys.readouterr().err
+    assert "the rollout was interrupted before it completed; rolled back to revision 1" in said
+
+
+def test_ctrl_c_under_keep_failed_leaves_the_rollout_and_says_so(cfg, capsys):
+    fake = InterruptedWatch(KeyboardInterrupt(), before=OLD[0], watch_states=[ROLLING])
+    with pytest.raises(KeyboardInterrupt):
+        run_deploy(cfg, fake, keep_failed=True)
+    assert not any(args[0] in ("rollout", "scale") for args, _ in fake.calls)
+    assert "left in place (--keep-failed)" in capsys.readouterr().err
+
+
+def test_a_kubectl_failure_while_watching_rolls_back_with_one_error(cfg):
+    fake = InterruptedWatch(KubernetesError("'kubectl get' did not finish within 20s"), before=OLD[0],
+                            watch_states=[ROLLING], after_undo=ROLLED_BACK)
+    with pytest.raises(KubernetesError) as failed:
+        run_deploy(cfg, fake)
+    assert "the rollout was stopped ('kubectl get' did not finish within 20s)" in failed.value.message
+    assert "rolled back to revision 1" in failed.value.message
