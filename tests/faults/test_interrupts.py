@@ -78,7 +78,7 @@ def test_an_interrupt_during_acceptance_leaves_no_unaccepted_image(project, sig,
     output = "\n".join(seen) + "\n" + rest
     assert build.returncode == code, output
     assert output.strip().splitlines()[-1].startswith("Error: ")
-    plan_ref = next(line.split()[3] for line in seen if "Building serving image" in line)
+    plan_ref = next(line.split()[4] for line in seen if "Building serving image" in line)
     assert plan_ref not in serving_refs(project), "an unaccepted image kept the real tag"
     assert not [ref for ref in serving_refs(project) if ref.endswith(images.CANDIDATE_SUFFIX)]
     assert acceptance_containers() == [], "the acceptance container was left running"
