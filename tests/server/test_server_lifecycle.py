@@ -78,7 +78,8 @@ def test_version_policies_labels_and_config_reload(start_server: Any, tmp_path: 
         f'name: "specific" base_path: "{base}" model_version_policy {{ specific {{ versions: 123 }} }}',
         f'name: "latest" base_path: "{base}"',
     ])
-    server: ServerProcess = start_server(f"--model_config_file={config}")
+    # Labels at start-up name versions not loaded yet: TF Serving needs this flag for that (serving_config.md).
+    server: ServerProcess = start_server(f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models")
     with grpc.insecure_channel(server.grpc_address) as channel:
         assert _status(channel, "all") == {124: (AVAILABLE, 0, ""), 123: (AVAILABLE, 0, "")}
         assert list(_status(channel, "specific")) == [123]
