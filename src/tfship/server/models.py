@@ -120,7 +120,12 @@ class Signature:
             raise ServingError(code_from_number(error.error_code), op_error_summary(error.message))
         except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
             raise invalid_argument(str(error).split("\n")[0])
-        return {alias: outputs[alias].numpy() for alias in wanted}
+        return {alias: _as_array(outputs[alias].numpy()) for alias in wanted}
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """Tensor.numpy() gives a numpy scalar, or bytes for a string, when the tensor is a scalar."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
 
 
 def _predict_signature_missing(name: str) -> ServingError:

@@ -88,7 +88,7 @@ def _open_container(text: str, end: int) -> str:
     return stack[-1] if stack else ""
 
 
-_TOKEN = re.compile(r'[ \t\n\r]*(?:([\[{])|([\]}])|(,)|(:)|("(?:[^"\\\x00-\x1f]|\\.)*")|'
+_TOKEN = re.compile(r'[ \t\n\r]*(?:(\[+|\{)|(\]+|\})|(,)|(:)|("(?:[^"\\\x00-\x1f]|\\.)*")|'
                     r'(-?Infinity|NaN|true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?))')
 _CONSTANTS = {"true": True, "false": False, "null": None}
 
@@ -99,7 +99,7 @@ class _ObjectFrame(list):
 
 def _parse_iteratively(text: str, pos: int) -> Any:
     """A JSON value without recursion, for documents too deep for the json module (never on the fast path;
-    the separators are not checked again)."""
+    the separators are not checked again). Runs of brackets are taken at once: deep documents are mostly that."""
     stack: list[Any] = []  # open lists and _ObjectFrames
     while True:
         match = _TOKEN.match(text, pos)
@@ -110,11 +110,17 @@ def _parse_iteratively(text: str, pos: int) -> Any:
         if comma or colon:
             continue
         if opener:
-            stack.append([] if opener == "[" else _ObjectFrame([{}, None]))
+            if opener == "{":
+                stack.append(_ObjectFrame([{}, None]))
+            else:
+                stack.extend([] for _ in opener)
             continue
         if closer:
-            if not stack:
+            if len(stack) < len(closer):
                 raise invalid_argument(f"JSON Parse error: Invalid value. at offset: {pos - 1}")
+            for _ in range(len(closer) - 1):  # a run of ']': each list is the only item of the one before
+                inner = stack.pop()
+                stack[-1].append(inner)
             top = stack.pop()
             value = top[0] if isinstance(top, _ObjectFrame) else top
         elif string:
