@@ -210,7 +210,8 @@ def test_single_unnamed_tensor_errors_word_for_word(server: ServerProcess) -> No
     ({"signature_name": "int_str", "inputs": [1, 2]},
      "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
      "tensorinfo_map"),
-    ({"signature_name": "int_str", "inputs": {"int_tensor": [1]}}, "Missing named input: str_tensor in 'inputs' object."),
+    ({"signature_name": "int_str", "inputs": {"int_tensor": [1]}},
+     "Missing named input: str_tensor in 'inputs' object."),
     ({"signature_name": "int_str", "instances": [{"int_tensor": [1]}]},
      "Failed to process element: 0 of 'instances' list. JSON object: {\n    \"int_tensor\": [1]\n} keys must be "
      "equal to: int_tensor,str_tensor"),
@@ -289,8 +290,10 @@ def test_from_json_multiple_named_tensors(server: ServerProcess) -> None:  # Fro
         {"int_tensor": [[7, 8], [9, 0], [1, 2]], "str_tensor": ["baz", "bat"], "float_tensor": [2.0],
          "dbl_tensor": 9.0}]}
     assert _ok(server, body) == {"predictions": [
-        {"dbl_tensor": 8.0, "float_tensor": [1.0], "int_tensor": [[1, 2], [3, 4], [5, 6]], "str_tensor": ["foo", "bar"]},
-        {"dbl_tensor": 9.0, "float_tensor": [2.0], "int_tensor": [[7, 8], [9, 0], [1, 2]], "str_tensor": ["baz", "bat"]},
+        {"dbl_tensor": 8.0, "float_tensor": [1.0], "int_tensor": [[1, 2], [3, 4], [5, 6]],
+         "str_tensor": ["foo", "bar"]},
+        {"dbl_tensor": 9.0, "float_tensor": [2.0], "int_tensor": [[7, 8], [9, 0], [1, 2]],
+         "str_tensor": ["baz", "bat"]},
     ]}
     columnar = {"signature_name": "four", "inputs": {"int_tensor": [[1, 2]], "str_tensor": ["foo"],
                                                       "float_tensor": [1.0], "dbl_tensor": 8.0}}

@@ -108,7 +108,8 @@ class Signature:
             spec = self.inputs[alias]
             if array.dtype != spec.numpy_dtype and not (spec.dtype == tf.string and array.dtype.kind in "OSU"):
                 given = tf.dtypes.as_dtype(tf.string if array.dtype.kind in "OSU" else array.dtype)
-                raise invalid_argument(f"Expects arg[{position}] to be {data_type_string(spec.dtype.as_datatype_enum)} but "
+                expected_name = data_type_string(spec.dtype.as_datatype_enum)
+                raise invalid_argument(f"Expects arg[{position}] to be {expected_name} but "
                                        f"{data_type_string(given.as_datatype_enum)} is provided")
         return tuple(output_filter) or tuple(self.output_aliases)
 

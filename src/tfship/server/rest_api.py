@@ -24,7 +24,7 @@ from tfship.server.model_config import MonitoringOptions
 from tfship.server.models import ModelManager
 from tfship.server.rest_json import classification_json, error_json, regression_json
 from tfship.server.rest_request import examples_body, parse_json_object, predict_body, signature_name_of
-from tfship.server.status import ServingError, invalid_argument
+from tfship.server.status import ServingError, failed_precondition, invalid_argument
 
 log = logging.getLogger("tfship.server")
 
@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if method == "OPTIONS":  # a CORS preflight
                 if not re.search(r"https?://", self.headers.get("Origin", "")):
-                    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, "Origin header is missing in CORS preflight")
+                    raise failed_precondition("Origin header is missing in CORS preflight")
             else:
                 request.parse()
                 payload = self._answer(request, body)

@@ -357,9 +357,10 @@ _FAST_KINDS = {types_pb2.DT_FLOAT: "iuf", types_pb2.DT_DOUBLE: "iuf", types_pb2.
                types_pb2.DT_INT64: "iu"}
 
 
-def json_tensor(value: Any, dtype: int, may_hold_booleans: bool = True) -> JsonTensor:
+def json_tensor(value: Any, dtype: int, may_hold_booleans: bool = True, slow_path: bool = True) -> Any:
     """A JSON value as a tensor of dtype (GetDenseTensorShape + FillTensorProto). Numbers take a numpy fast path
-    when the body has no true/false (numpy would read booleans as numbers) and the array is rectangular."""
+    when the body has no true/false (numpy would read booleans as numbers) and the array is rectangular; without
+    slow_path, None when that fast path does not apply."""
     shape = dense_shape(value)
     if dtype in _FAST_KINDS and not may_hold_booleans and shape and shape[-1]:
         try:
@@ -370,6 +371,8 @@ def json_tensor(value: Any, dtype: int, may_hold_booleans: bool = True) -> JsonT
             low, high = _INT_RANGES.get(dtype, (None, None))
             if low is None or (array.min() >= low and array.max() <= high):
                 return JsonTensor(shape, array.ravel())
+    if not slow_path:
+        return None
     values: list[Any] = []
     try:
         _fill(value, 0, dtype, shape, values)
@@ -400,6 +403,11 @@ def tensors_from_instances(instances: list[Any], dtypes: Mapping[str, int],
 
     elements_are_objects = is_element_object(first)
     input_names = sorted(dtypes)
+    if not elements_are_objects and not may_hold_booleans:
+        # A rectangular list of numbers passes every per-instance check: take it whole (the common case).
+        whole = json_tensor(instances, dtypes[input_names[0]], may_hold_booleans=False, slow_path=False)
+        if whole is not None:
+            return {input_names[0]: whole.as_array(dtypes[input_names[0]])}
     sizes: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     parts: dict[str, list[JsonTensor]] = {}
