@@ -278,6 +278,8 @@ def test_from_json_single_float_tensor_non_finite(server: ServerProcess) -> None
 
 
 def test_from_json_single_tensor_errors(server: ServerProcess) -> None:  # FromJsonSingleTensorErrors
+    assert _error(server, {"signature_name": "complex_out", "inputs": [1.0]}) == \
+        "Failed to write JSON value for tensor type: complex64"
     assert _error(server, {"signature_name": "scalar_out", "instances": [1.0, 2.0]}) == \
         "Tensor name: sum has no shape information "
     assert _ok(server, {"signature_name": "scalar_out", "inputs": [1.0, 2.0]}) == {"outputs": 3.0}

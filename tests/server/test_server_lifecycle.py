@@ -99,9 +99,10 @@ def test_version_policies_labels_and_config_reload(start_server: Any, tmp_path: 
         unknown_label = requests.post(f"{rest}/labels/nope:predict", json={"instances": [[2.0]]}, timeout=RPC_TIMEOUT)
         assert unknown_label.status_code == 400
 
-        # A reload whose label names a version that is not available is refused as a whole.
+        # A reload that moves a label to a version that is not available is refused as a whole (even with
+        # --allow_version_labels_for_unavailable_models, which only lets new labels name such versions).
         refused = model_management_pb2.ReloadConfigRequest()
-        text_format.Parse(f'model_config_list {{ config {{ name: "latest" base_path: "{base}" '
+        text_format.Parse(f'model_config_list {{ config {{ name: "all" base_path: "{base}" '
                           'version_labels { key: "stable" value: 999 } } }', refused.config)
         with pytest.raises(grpc.RpcError) as raised:
             model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(refused, RPC_TIMEOUT)

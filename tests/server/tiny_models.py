@@ -161,6 +161,10 @@ class _Echo(tf.Module):
     def half(self, x):
         return {"y": tf.identity(x)}
 
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+    def complex_out(self, x):
+        return {"z": tf.complex(x, x)}
+
 
 def save_echo_model(base_path: str, version: int) -> str:
     """The echo model: one signature per dtype ("int32", "float32", ...; serving_default is int32), the
@@ -168,7 +172,7 @@ def save_echo_model(base_path: str, version: int) -> str:
     cannot be written in the row format ("scalar_out", "uneven_batches")."""
     module = _Echo()
     names = ["int32", "float32", "float64", "string", "four", "with_bin", "int_str", "str_only", "bytes_out",
-             "scalar_out", "uneven_batches", "empty_batches", "half"]
+             "scalar_out", "uneven_batches", "empty_batches", "half", "complex_out"]
     signatures = {name: getattr(module, name) for name in names}
     signatures["serving_default"] = module.int32
     signatures["custom_method"] = module.float32.get_concrete_function()

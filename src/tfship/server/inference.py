@@ -13,6 +13,7 @@ from tfship.server.models import ModelVersion, Signature
 from tfship.server.rest_json import outputs_json, predictions_json
 from tfship.server.rest_request import PredictBody, tensors_from_inputs, tensors_from_instances
 from tfship.server.status import ServingError, invalid_argument
+from tfship.server.tensors import data_type_string
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -22,6 +23,10 @@ CLASSIFY_CLASSES = "classes"
 CLASSIFY_SCORES = "scores"
 REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
+
+
+_JSON_WRITABLE = {np.dtype(name) for name in ("float32", "float64", "int32", "int16", "int8", "uint8", "int64", "bool",
+                                              "uint32", "uint64")}
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,10 @@ def predict_json(version: ModelVersion, body: PredictBody, may_hold_booleans: bo
     outputs = signature.run(inputs)
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
+    for array in outputs.values():  # AddSingleValueAndAdvance writes these dtypes only
+        if array.dtype.kind not in "OS" and array.dtype not in _JSON_WRITABLE:
+            raise invalid_argument("Failed to write JSON value for tensor type: "
+                                   f"{data_type_string(tf.dtypes.as_dtype(array.dtype).as_datatype_enum)}")
     if not body.row_format:
         return outputs_json(outputs)
     batch_size = None
