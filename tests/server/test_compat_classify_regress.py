@@ -5,7 +5,7 @@ and REST against the real server serving TF Serving's half_plus_two."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import grpc
 import pytest
@@ -15,6 +15,7 @@ from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_g
 from server_harness import HALF_PLUS_TWO, ServerProcess
 
 TIMEOUT = 30.0
+Request = TypeVar("Request", classification_pb2.ClassificationRequest, regression_pb2.RegressionRequest)
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +33,22 @@ def stub(server: ServerProcess) -> Iterator[prediction_service_pb2_grpc.Predicti
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
-def _classify(signature: str, x: float | None = 2.0) -> classification_pb2.ClassificationRequest:
-    request = classification_pb2.ClassificationRequest()
+def _examples_request(kind: type[Request], signature: str, x: float | None) -> Request:
+    """A ClassificationRequest or RegressionRequest for model default: one example {x} (none if x is None)."""
+    request = kind()
     request.model_spec.name = "default"
     request.model_spec.signature_name = signature
     if x is not None:
         request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
     return request
+
+
+def _classify(signature: str, x: float | None = 2.0) -> classification_pb2.ClassificationRequest:
+    return _examples_request(classification_pb2.ClassificationRequest, signature, x)
 
 
 def _regress(signature: str, x: float | None = 2.0) -> regression_pb2.RegressionRequest:
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "default"
-    request.model_spec.signature_name = signature
-    if x is not None:
-        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
-    return request
+    return _examples_request(regression_pb2.RegressionRequest, signature, x)
 
 
 def _fails(call: object, request: object) -> tuple[grpc.StatusCode, str]:
