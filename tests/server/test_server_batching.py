@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tfship.server.batching import OpportunisticBatcher, batch_rows
+from tfship.server.batching import BatchingOptions, BatchScheduler, batch_rows
 
 
 class CountingRunner:
@@ -29,7 +29,7 @@ class CountingRunner:
         return {"y": inputs["x"] * 2}
 
 
-def _run_concurrently(batcher: OpportunisticBatcher, runner: CountingRunner,
+def _run_concurrently(batcher: BatchScheduler, runner: CountingRunner,
                       requests: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     results: list[dict[str, np.ndarray]] = [{} for _ in requests]
 
@@ -43,9 +43,8 @@ def _run_concurrently(batcher: OpportunisticBatcher, runner: CountingRunner,
     for thread in others:
         thread.start()
     for _ in range(300):  # bounded: until every other request is queued behind the first
-        with batcher._wakeup:
-            if len(batcher._queue) == len(others):
-                break
+        if batcher.queued_tasks() == len(others):
+            break
         threading.Event().wait(0.01)
     runner.release_first_call.set()
     for thread in [first, *others]:
@@ -55,7 +54,7 @@ def _run_concurrently(batcher: OpportunisticBatcher, runner: CountingRunner,
 
 def test_requests_queued_behind_a_run_are_merged_and_split_back() -> None:
     runner = CountingRunner()
-    batcher = OpportunisticBatcher(runner, "test")
+    batcher = BatchScheduler(runner, "test")
     requests = [np.array([[1.0]]), np.array([[2.0], [3.0]]), np.array([[4.0]]), np.array([[5.0]])]
     results = _run_concurrently(batcher, runner, requests)
     assert runner.calls == [1, 4]  # the first alone, then the three queued ones (4 rows) in one run
@@ -65,7 +64,7 @@ def test_requests_queued_behind_a_run_are_merged_and_split_back() -> None:
 
 def test_outputs_that_do_not_split_by_rows_are_redone_one_by_one() -> None:
     runner = CountingRunner(batch_wise=False)
-    batcher = OpportunisticBatcher(runner, "test")
+    batcher = BatchScheduler(runner, "test")
     requests = [np.array([1.0]), np.array([2.0]), np.array([3.0, 4.0])]
     results = _run_concurrently(batcher, runner, requests)
     assert runner.calls == [1, 3, 1, 2]  # merged attempt (3 rows) refused, then each request alone

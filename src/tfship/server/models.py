@@ -20,7 +20,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfship.server.batching import OpportunisticBatcher
+from tfship.server.batching import BatchingOptions, BatchScheduler
 from tfship.server.status import ServingError, code_from_number, invalid_argument, not_found
 
 log = logging.getLogger("tfship.server")
@@ -62,14 +62,14 @@ class Signature:
     """One SignatureDef of a loaded version and the concrete function that runs it (built once, at load)."""
 
     def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable[..., Any],
-                 batching: bool = False):
+                 batching: BatchingOptions | None = None):
         self.name = name
         self.definition = definition
         self.method_name = definition.method_name
         self.function = function
         self.inputs = {alias: InputSpec.of(info.dtype) for alias, info in definition.inputs.items()}
         self.output_aliases = sorted(definition.outputs)
-        self._batcher = OpportunisticBatcher(self._execute, name) if batching else None
+        self._batcher = BatchScheduler(self._execute, name, batching) if batching else None
 
     def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         unknown = sorted(set(inputs) - set(self.inputs))
@@ -123,7 +123,7 @@ def op_error_summary(message: str) -> str:
 class ModelVersion:
     """A loaded SavedModel version: its signatures ready to run and its SignatureDefs for metadata."""
 
-    def __init__(self, model_name: str, version: int, path: str, batching: bool = False):
+    def __init__(self, model_name: str, version: int, path: str, batching: BatchingOptions | None = None):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -206,9 +206,11 @@ class ManagedModel:
 class ModelManager:
     """Loads, serves and unloads versions of the configured models."""
 
-    def __init__(self, allow_labels_for_unavailable: bool = False, batching: bool = False):
+    def __init__(self, allow_labels_for_unavailable: bool = False, batching: BatchingOptions | None = None,
+                 warm_up: Callable[[ModelVersion], None] | None = None):
         self._models: dict[str, ManagedModel] = {}
         self._batching = batching
+        self._warm_up = warm_up  # runs on each new version before it becomes AVAILABLE; raising fails the load
         self._sync_lock = threading.Lock()
         self._allow_labels_for_unavailable = allow_labels_for_unavailable
         self.on_change: Callable[[], None] = lambda: None
@@ -265,7 +267,10 @@ class ModelManager:
             managed.statuses[version] = VersionStatus(version, VersionState.LOADING)
             started = time.monotonic()
             try:
-                available[version] = ModelVersion(name, version, path, self._batching)
+                loaded = ModelVersion(name, version, path, self._batching)
+                if self._warm_up is not None:
+                    self._warm_up(loaded)
+                available[version] = loaded
             except Exception as error:  # noqa: BLE001 - a bad version must not take down the others
                 message = f"Failed to load servable version {version} of {name} from {path}: {error}"
                 log.error("%s", message.split("\n")[0])
