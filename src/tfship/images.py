@@ -127,10 +127,16 @@ def tf_plan(config: Config) -> ImagePlan:
         name=f"{config.project}-tf",
         dockerfile=DOCKERFILES / "Dockerfile.tf",
         parent_id=parent,
-        buildargs={"PYTHON_BASE": base.ref, "TENSORFLOW_VERSION": config.images.tensorflow_version},
+        buildargs={"PYTHON_BASE": base.ref, "TENSORFLOW_VERSION": config.images.tensorflow_version,
+                   "TENSORFLOW_PACKAGE": tensorflow_package(config)},
         private_inputs={"pip_index_url": config.base.pip_index_url},
         needs_pypi=True,
     )
+
+
+def tensorflow_package(config: Config) -> str:
+    """The TensorFlow wheel of the shared venv: the CPU-only one unless a GPU is configured (0.6 GB smaller)."""
+    return "tensorflow" if config.serving.gpu else "tensorflow-cpu"
 
 
 def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
