@@ -1,11 +1,16 @@
 """Throughput and latency of tfship.server's Predict over gRPC and REST vs calling the model in-process.
 
-    .venv/bin/python bench/bench_server.py [--seconds 3]
+    .venv/bin/python bench/bench_server.py [--seconds 3] [--no-pin] [--flags "--enable_batching"]
 
 Models: TF Serving's half_plus_two and a digits-like model built here (64 floats -> dense -> softmax over 10).
 Concurrency 1 and 8 (client threads). Each cell runs a bounded time. The server runs twice: as is, and with
---enable_batching ("+batch" rows: concurrent requests merged into one model run). The server runs as a subprocess on
-127.0.0.1; client and server share this machine's cores, so the figures are a lower bound for the server.
+--enable_batching ("+batch" rows: concurrent requests merged into one model run).
+
+Where the machine has 2+ CPUs the load generator (this process) runs on CPU 0 and the measured side on CPU 1:
+the server subprocess under `taskset -c 1`, and the in-process baseline in a worker subprocess under the same
+`taskset -c 1`, so both get the same one core and neither competes with the client. Each server cell is
+measured right after its own baseline cell (same model, same concurrency), so load from other processes on a
+shared machine skews both alike; "vs in-proc" is the ratio of the two. Prints a table; saves build/bench/server.json.
 """
 
 from __future__ import annotations
@@ -116,11 +121,19 @@ def run_cell(call: Callable[[], None], concurrency: int, seconds: float) -> Cell
     return Cell(len(merged), elapsed, merged)
 
 
-def start_server(config_path: str, extra_flags: list[str]) -> tuple[subprocess.Popen, str, str]:
+SERVER_CPU, CLIENT_CPU = 1, 0
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def pinned(argv: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", str(SERVER_CPU), *argv] if pin else argv
+
+
+def start_server(config_path: str, extra_flags: list[str], pin: bool) -> tuple[subprocess.Popen, str, str]:
     grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-         "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags],
+        pinned([sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags], pin),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{grpc_port}"
     with grpc.insecure_channel(address) as channel:
@@ -139,10 +152,55 @@ def start_server(config_path: str, extra_flags: list[str]) -> tuple[subprocess.P
     raise SystemExit("server did not become SERVING")
 
 
-def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel],
-                 seconds: float) -> list[tuple[str, str, int, Cell]]:
+class InProcessWorker:
+    """A subprocess (this script with --worker, on the server's CPU) that loads the models and runs cells of
+    direct signature calls on request: the baseline, on the same core the server gets."""
+
+    def __init__(self, pin: bool):
+        self.process = subprocess.Popen(pinned([sys.executable, __file__, "--worker"], pin), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def cell(self, model: BenchModel, concurrency: int, seconds: float) -> Cell:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"base_path": model.base_path, "alias": model.input_alias,
+                                             "example": model.example.tolist(), "concurrency": concurrency,
+                                             "seconds": seconds}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("the in-process worker died")
+        return Cell(**json.loads(line))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def worker_main() -> None:
+    """--worker: one JSON cell request per stdin line, one JSON Cell per stdout line."""
+    functions: dict[str, Callable] = {}
+    for line in sys.stdin:
+        order = json.loads(line)
+        base = Path(order["base_path"])
+        if order["base_path"] not in functions:
+            version_dir = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+            functions[order["base_path"]] = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+        function = functions[order["base_path"]]
+        example = np.array(order["example"], np.float32)
+
+        def in_process(function=function, alias=order["alias"], example=example) -> None:
+            function(**{alias: tf.constant(example)})
+
+        cell = run_cell(in_process, order["concurrency"], order["seconds"])
+        print(json.dumps({"requests": cell.requests, "seconds": cell.seconds, "latencies": cell.latencies}),
+              flush=True)
+
+
+def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel], seconds: float,
+                 pin: bool, worker: InProcessWorker) -> list[tuple[str, str, int, Cell, Cell]]:
+    """(model, transport, concurrency, server cell, baseline cell measured just before it)."""
     rows = []
-    process, grpc_address, rest_url = start_server(config_path, flags)
+    process, grpc_address, rest_url = start_server(config_path, flags, pin)
     try:
         channel = grpc.insecure_channel(grpc_address)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -161,13 +219,16 @@ def bench_server(config_path: str, flags: list[str], suffix: str, models: list[B
                 session = getattr(session_local, "session", None)
                 if session is None:
                     session = session_local.session = requests.Session()
+                    session.trust_env = False  # loopback: never through a proxy
                 reply = session.post(url, data=body, timeout=30)
                 if reply.status_code != 200:
                     raise RuntimeError(reply.text)
 
-            for transport, call in (("gRPC", grpc_call), ("REST", rest_call)):
-                for concurrency in CONCURRENCIES:
-                    rows.append((model.name, transport + suffix, concurrency, run_cell(call, concurrency, seconds)))
+            for concurrency in CONCURRENCIES:
+                for transport, call in (("gRPC", grpc_call), ("REST", rest_call)):
+                    baseline = worker.cell(model, concurrency, seconds)
+                    served = run_cell(call, concurrency, seconds)
+                    rows.append((model.name, transport + suffix, concurrency, served, baseline))
         channel.close()
     finally:
         process.send_signal(signal.SIGTERM)
@@ -176,9 +237,18 @@ def bench_server(config_path: str, flags: list[str], suffix: str, models: list[B
 
 
 def main() -> None:
+    if "--worker" in sys.argv:
+        return worker_main()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
-    seconds = parser.parse_args().seconds
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="let client and server share all CPUs")
+    parser.add_argument("--flags", action="append", default=None,
+                        help="server flags of one run, repeatable (default: none, then --enable_batching)")
+    args = parser.parse_args()
+    pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and SERVER_CPU in os.sched_getaffinity(0)
+    if pin:  # threads started from here on (gRPC, requests, TensorFlow's pools) inherit CPU 0
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    runs = [(f" {flags}" if flags else "", flags.split()) for flags in (args.flags or ["", "--enable_batching"])]
 
     workdir = tempfile.mkdtemp(prefix="tfship-bench-server-")
     models = [
@@ -191,32 +261,33 @@ def main() -> None:
         handle.write("model_config_list {\n" + "".join(
             f'  config {{ name: "{m.name}" base_path: "{m.base_path}" }}\n' for m in models) + "}\n")
 
-    rows: list[tuple[str, str, int, Cell]] = []
-    for model in models:  # in-process first, while no server competes for the cores
-        version_dir = max((p for p in Path(model.base_path).iterdir() if p.name.isdigit()),
-                          key=lambda p: int(p.name))
-        function = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-        tensor_input = model.example
+    worker = InProcessWorker(pin)
+    rows: list[tuple[str, str, int, Cell, Cell]] = []
+    try:
+        for suffix, flags in runs:
+            rows += bench_server(config_path, flags, suffix, models, seconds=args.seconds, pin=pin, worker=worker)
+    finally:
+        worker.close()
 
-        def in_process(function=function, tensor_input=tensor_input, alias=model.input_alias) -> None:
-            function(**{alias: tf.constant(tensor_input)})
-
-        for concurrency in CONCURRENCIES:
-            rows.append((model.name, "in-process", concurrency, run_cell(in_process, concurrency, seconds)))
-
-    for suffix, flags in (("", []), ("+batch", ["--enable_batching"])):
-        rows += bench_server(config_path, flags, suffix, models, seconds)
-
-    baseline = {(name, concurrency): cell.rps for name, transport, concurrency, cell in rows
-                if transport == "in-process"}
-    rows.sort(key=lambda row: ([m.name for m in models].index(row[0]), row[1].split("+")[0] != "in-process"))
-    print(f"{'model':<14}{'path':<12}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs in-proc':>12}")
-    for name, transport, concurrency, cell in rows:
-        ratio = cell.rps / baseline[(name, concurrency)]
-        print(f"{name:<14}{transport:<12}{concurrency:>5}{cell.rps:>10.0f}{cell.percentile(0.5):>9.2f}"
-              f"{cell.percentile(0.99):>9.2f}{ratio:>12.2f}")
-    print(f"({os.cpu_count()} CPUs shared by client and server; {seconds:.0f} s per cell; "
-          f"median of per-cell p50 {statistics.median(c.percentile(0.5) for *_, c in rows):.2f} ms)")
+    print(f"{'model':<14}{'path':<28}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'in-proc':>9}{'vs in-proc':>11}")
+    results = []
+    for name, transport, concurrency, cell, baseline in rows:
+        ratio = cell.rps / baseline.rps
+        print(f"{name:<14}{transport:<28}{concurrency:>5}{cell.rps:>8.0f}{cell.percentile(0.5):>8.2f}"
+              f"{cell.percentile(0.99):>8.2f}{baseline.rps:>9.0f}{ratio:>11.2f}")
+        results.append({"model": name, "path": transport, "concurrency": concurrency, "rps": cell.rps,
+                        "p50_ms": cell.percentile(0.5), "p99_ms": cell.percentile(0.99),
+                        "in_process_rps": baseline.rps, "ratio": ratio})
+    placement = (f"client on CPU {CLIENT_CPU}; server and in-process baseline each on CPU {SERVER_CPU} (taskset)"
+                 if pin else f"{os.cpu_count()} CPUs shared by client and server")
+    print(f"({placement}; {args.seconds:.0f} s per cell; load average {os.getloadavg()[0]:.1f}; "
+          f"median of per-cell p50 {statistics.median(row[3].percentile(0.5) for row in rows):.2f} ms)")
+    out = PROJECT / "build" / "bench" / "server.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"placement": placement, "seconds_per_cell": args.seconds,
+                               "load_average": os.getloadavg()[0], "cells": results}, indent=1) + "\n")
+    print(f"saved {out.relative_to(PROJECT)}")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,8 @@ def python_runtime_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
         parent_id=tf_id,
         files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship/__init__.py": SOURCE_DIR / "__init__.py",
                "src/tfship/server": SOURCE_DIR / "server"},
-        buildargs={"TF_IMAGE": tf_ref},
+        # the slim runtime starts from the bare base again (see the Dockerfile)
+        buildargs={"TF_IMAGE": tf_ref, "PYTHON_BASE": bases.python_base(config).ref},
     )
 
 
