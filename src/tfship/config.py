@@ -79,6 +79,9 @@ class ServingConfig:
     grpc_port: int = 8500
     rest_port: int = 8501
     extra_args: list[str] = field(default_factory=list)
+    # Replicas close each gRPC connection after this long (clients reconnect through the Service), so long-lived
+    # channels spread over every replica instead of sticking to one; 0 keeps connections forever.
+    grpc_max_connection_age_ms: int = 30000
 
 
 @dataclass
