@@ -196,48 +196,81 @@ def worker_main() -> None:
               flush=True)
 
 
+def transport_calls(channel: grpc.Channel, rest_url: str, model: BenchModel) -> list[tuple[str, Callable[[], None]]]:
+    """One Predict of `model`'s example over gRPC (a shared channel) and over REST (a keep-alive connection per
+    client thread)."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model.name
+    request.inputs[model.input_alias].CopyFrom(tf.make_tensor_proto(model.example))
+    body = json.dumps({"instances": model.example.tolist()}).encode()
+    path = f"/v1/models/{model.name}:predict"
+    rest_host = rest_url.removeprefix("http://")
+    connection_local = threading.local()
+
+    def grpc_call() -> None:
+        stub.Predict(request, timeout=30)
+
+    def rest_call() -> None:
+        # http.client, one keep-alive connection per thread: `requests` costs the client about a millisecond
+        # of CPU per call, enough to make the client the bottleneck on a shared core.
+        connection = getattr(connection_local, "connection", None)
+        if connection is None:
+            connection = connection_local.connection = http.client.HTTPConnection(rest_host, timeout=30)
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        text = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(text)
+
+    return [("gRPC", grpc_call), ("REST", rest_call)]
+
+
 def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel], seconds: float,
                  pin: bool, worker: InProcessWorker) -> list[tuple[str, str, int, Cell, Cell]]:
     """(model, transport, concurrency, server cell, baseline cell measured just before it)."""
     rows = []
     process, grpc_address, rest_url = start_server(config_path, flags, pin)
     try:
-        channel = grpc.insecure_channel(grpc_address)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        connection_local = threading.local()
-        rest_host = rest_url.removeprefix("http://")
-        for model in models:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model.name
-            request.inputs[model.input_alias].CopyFrom(tf.make_tensor_proto(model.example))
-            body = json.dumps({"instances": model.example.tolist()})
-            path = f"/v1/models/{model.name}:predict"
-
-            def grpc_call(request=request) -> None:
-                stub.Predict(request, timeout=30)
-
-            def rest_call(body=body.encode(), path=path) -> None:
-                # http.client, one keep-alive connection per thread: `requests` costs the client about a
-                # millisecond of CPU per call, enough to make the client the bottleneck on a shared core.
-                connection = getattr(connection_local, "connection", None)
-                if connection is None:
-                    connection = connection_local.connection = http.client.HTTPConnection(rest_host, timeout=30)
-                connection.request("POST", path, body, {"Content-Type": "application/json"})
-                reply = connection.getresponse()
-                text = reply.read()
-                if reply.status != 200:
-                    raise RuntimeError(text)
-
-            for concurrency in CONCURRENCIES:
-                for transport, call in (("gRPC", grpc_call), ("REST", rest_call)):
-                    baseline = worker.cell(model, concurrency, seconds)
-                    served = run_cell(call, concurrency, seconds)
-                    rows.append((model.name, transport + suffix, concurrency, served, baseline))
-        channel.close()
+        with grpc.insecure_channel(grpc_address) as channel:
+            for model in models:
+                calls = transport_calls(channel, rest_url, model)
+                for concurrency in CONCURRENCIES:
+                    for transport, call in calls:
+                        baseline = worker.cell(model, concurrency, seconds)
+                        served = run_cell(call, concurrency, seconds)
+                        rows.append((model.name, transport + suffix, concurrency, served, baseline))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     return rows
+
+
+def bench_models(workdir: str) -> tuple[list[BenchModel], str]:
+    """half_plus_two and the digits-like model, and a model config file serving both."""
+    models = [
+        BenchModel("half_plus_two", str(HALF_PLUS_TWO), "x", np.array([[2.0]], np.float32)),
+        BenchModel("digits", build_digits_model(workdir), "x",
+                   np.random.default_rng(1).random((1, 64), dtype=np.float32)),
+    ]
+    config_path = os.path.join(workdir, "models.config")
+    with open(config_path, "w") as handle:
+        handle.write("model_config_list {\n" + "".join(
+            f'  config {{ name: "{m.name}" base_path: "{m.base_path}" }}\n' for m in models) + "}\n")
+    return models, config_path
+
+
+def pin_client(wanted: bool) -> bool:
+    """Move this process (and the threads it starts from now on) to CLIENT_CPU when the server can get its own."""
+    pin = wanted and len(os.sched_getaffinity(0)) >= 2 and SERVER_CPU in os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    return pin
+
+
+def placement(pin: bool) -> str:
+    return (f"client on CPU {CLIENT_CPU}; server and in-process baseline each on CPU {SERVER_CPU} (taskset)"
+            if pin else f"{os.cpu_count()} CPUs shared by client and server")
 
 
 def main() -> None:
@@ -249,21 +282,10 @@ def main() -> None:
     parser.add_argument("--flags", action="append", default=None,
                         help="server flags of one run, repeatable (default: none, then --enable_batching)")
     args = parser.parse_args()
-    pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and SERVER_CPU in os.sched_getaffinity(0)
-    if pin:  # threads started from here on (gRPC, requests, TensorFlow's pools) inherit CPU 0
-        os.sched_setaffinity(0, {CLIENT_CPU})
+    pin = pin_client(args.pin)
     runs = [(f" {flags}" if flags else "", flags.split()) for flags in (args.flags or ["", "--enable_batching"])]
 
-    workdir = tempfile.mkdtemp(prefix="tfship-bench-server-")
-    models = [
-        BenchModel("half_plus_two", str(HALF_PLUS_TWO), "x", np.array([[2.0]], np.float32)),
-        BenchModel("digits", build_digits_model(workdir), "x",
-                   np.random.default_rng(1).random((1, 64), dtype=np.float32)),
-    ]
-    config_path = os.path.join(workdir, "models.config")
-    with open(config_path, "w") as handle:
-        handle.write("model_config_list {\n" + "".join(
-            f'  config {{ name: "{m.name}" base_path: "{m.base_path}" }}\n' for m in models) + "}\n")
+    models, config_path = bench_models(tempfile.mkdtemp(prefix="tfship-bench-server-"))
 
     worker = InProcessWorker(pin)
     rows: list[tuple[str, str, int, Cell, Cell]] = []
@@ -283,13 +305,11 @@ def main() -> None:
         results.append({"model": name, "path": transport, "concurrency": concurrency, "rps": cell.rps,
                         "p50_ms": cell.percentile(0.5), "p99_ms": cell.percentile(0.99),
                         "in_process_rps": baseline.rps, "ratio": ratio})
-    placement = (f"client on CPU {CLIENT_CPU}; server and in-process baseline each on CPU {SERVER_CPU} (taskset)"
-                 if pin else f"{os.cpu_count()} CPUs shared by client and server")
-    print(f"({placement}; {args.seconds:.0f} s per cell; load average {os.getloadavg()[0]:.1f}; "
+    print(f"({placement(pin)}; {args.seconds:.0f} s per cell; load average {os.getloadavg()[0]:.1f}; "
           f"median of per-cell p50 {statistics.median(row[3].percentile(0.5) for row in rows):.2f} ms)")
     out = PROJECT / "build" / "bench" / "server.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"placement": placement, "seconds_per_cell": args.seconds,
+    out.write_text(json.dumps({"placement": placement(pin), "seconds_per_cell": args.seconds,
                                "load_average": os.getloadavg()[0], "cells": results}, indent=1) + "\n")
     print(f"saved {out.relative_to(PROJECT)}")
 
