@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 
 import docker
-import docker.errors
 
-from bench_push import free_port, layer_sizes, timed_push
+from bench_push import free_port, layer_sizes, timed_push, untag
 from tfship import engine, registry
 from tfship.config import Config, RegistryConfig
 
@@ -56,11 +55,7 @@ def main() -> None:
                          "compressed_bytes": sum(size for _, size in layers), "layers": len(layers),
                          "push_seconds": seconds})
     finally:
-        for tag in added_tags:
-            try:
-                client.images.remove(tag)  # untag only: the image belongs to whoever built it
-            except docker.errors.APIError:
-                pass
+        untag(client, added_tags)
         registry.down(config, purge=True)
         shutil.rmtree(work, ignore_errors=True)
         client.close()

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf.message import Message
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfship.server.batching import BatchingOptions
@@ -118,22 +119,27 @@ def _batching_parameters_class() -> type:
     return _declared_message(proto_file, "tensorflow.serving.BatchingParameters")
 
 
+def _read_text_proto(path: str, flag: str, message: Message) -> Message:
+    """`message` filled from the text-format file of --flag; FlagError names the file and the problem."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise FlagError(f"cannot read --{flag}={path}: {error.strerror}")
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        raise FlagError(f"Error parsing text-format {message.DESCRIPTOR.full_name} in {path}: {error}")
+    return message
+
+
 def read_batching_parameters(path: str) -> BatchingOptions:
     """--batching_parameters_file (text format, as TF Serving's) over the server's defaults; FlagError names the
     file and the problem. pad_variable_length_inputs is not supported: inputs of other shapes run separately."""
     defaults = BatchingOptions()
     if not path:
         return defaults
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise FlagError(f"cannot read --batching_parameters_file={path}: {error.strerror}")
-    parameters = _batching_parameters_class()()
-    try:
-        text_format.Parse(text, parameters)
-    except text_format.ParseError as error:
-        raise FlagError(f"Error parsing text-format tensorflow.serving.BatchingParameters in {path}: {error}")
+    parameters = _read_text_proto(path, "batching_parameters_file", _batching_parameters_class()())
     if parameters.pad_variable_length_inputs:
         raise FlagError(f"{path}: pad_variable_length_inputs is not supported by tfship.server")
 
@@ -156,15 +162,6 @@ def read_batching_parameters(path: str) -> BatchingOptions:
 def read_monitoring_config(path: str) -> MonitoringOptions:
     if not path:
         return MonitoringOptions()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise FlagError(f"cannot read --monitoring_config_file={path}: {error.strerror}")
-    config = _monitoring_config_class()()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise FlagError(f"Error parsing text-format tensorflow.serving.MonitoringConfig in {path}: {error}")
+    config = _read_text_proto(path, "monitoring_config_file", _monitoring_config_class()())
     prometheus = config.prometheus_config
     return MonitoringOptions(prometheus.enable, prometheus.path or DEFAULT_METRICS_PATH)
