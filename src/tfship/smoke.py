@@ -1,9 +1,11 @@
 """The smoke test: every Ready replica, through its own `kubectl port-forward`, over gRPC and REST.
 
-For each model it checks GetModelStatus (the expected version AVAILABLE), GetModelMetadata (the configured
-signatures), and Predict on the model's smoke sample over gRPC and REST against known answers: exact values for
-regression-like models, an error rate under a threshold for classifiers (as TF Serving's mnist_client reports
-"Inference error rate"). A port-forward pins one pod, so each replica gets its own; all are always stopped.
+For each model it checks GetModelStatus (the expected version AVAILABLE), GetModelMetadata (the signatures
+recorded at build time), and Predict on the model's recorded smoke sample over gRPC and REST against known
+answers: exact values for regression-like models, an error rate under a threshold for classifiers (as TF Serving's
+mnist_client reports "Inference error rate"). What it checks comes from build/artifacts.json only; a model without
+known answers fails unless it is configured `smoke: status-only`. A port-forward pins one pod, so each replica gets
+its own; all are always stopped.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from tfship import artifacts as artifacts_store
-from tfship import models
 from tfship.config import Config
 from tfship.errors import SmokeTestError, TfshipError
+from tfship.kubectl import Reads
 
 FORWARD_LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
 FORWARD_START_TIMEOUT = 15.0
 EXACT_TOLERANCE = 1e-4
+NO_KNOWN_ANSWERS = ("no known answers: the build recorded no smoke sample for this model (export it with one, or "
+                    "set `smoke: status-only` on the model and build again)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -45,33 +49,52 @@ class SmokeCase:
     input_key: str = ""
     output_key: str = ""
     rows: list = field(default_factory=list)
-    expected_outputs: list[float] | None = None  # exact (flattened) outputs, within EXACT_TOLERANCE
+    expected_outputs: list[float] | None = None  # (flattened) outputs, within atol + rtol * |expected|
     expected_labels: list[int] | None = None  # argmax of the outputs must match, up to max_error_rate
     max_error_rate: float = 0.0
+    status_only: bool = False  # configured `smoke: status-only`: no rows and no known answers expected
+    atol: float = EXACT_TOLERANCE
+    rtol: float = 0.0
+    # Generated samples (tfship.importers): several named inputs instead of input_key/rows, and their dtypes.
+    named_rows: dict[str, list] | None = None
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+    def request_inputs(self) -> dict[str, tuple[list, str]]:
+        """Input name -> (rows, dtype name) to send."""
+        named = self.named_rows if self.named_rows is not None else {self.input_key: self.rows}
+        return {key: (rows, self.dtypes.get(key, "float32")) for key, rows in named.items()}
 
 
 def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[SmokeCase]:
-    """One case per configured model, at the newest version baked into the serving image.
-
-    The known answers come from the smoke sample the exporter saved beside the model
-    (models/<name>/<version>/assets.extra/smoke_sample.json, see tfship.models.load_smoke_sample); a model
-    without one (imported with model.add) is checked for status and metadata only.
+    """One case per configured model, at the newest version baked into the serving image, from what build
+    recorded: the signatures and the smoke sample (read from build/smoke-samples/ by its recorded digest, so it is
+    exactly what was recorded, whatever models/ or tfship.yaml hold now): the exporter's known answers, or the ones
+    model.add generated from the model's signature (tfship.importers). A model recorded without a sample has no
+    known answers and fails the smoke test, unless it was built with `smoke: status-only`.
     """
     if not recorded.models:
         raise SmokeTestError("build/artifacts.json records no models", "run: invoke build push deploy")
+    missing = [spec.name for spec in config.models if not recorded.models.get(spec.name)]
+    if missing:
+        raise SmokeTestError(
+            f"model {missing[0]} is configured but not in the serving image", "run: invoke build push deploy"
+        )
+    if recorded.serving is None:
+        raise SmokeTestError("build/artifacts.json does not record the serving image's smoke samples "
+                             "(an older tfship wrote it)", "run: invoke build push deploy")
     cases = []
     for spec in config.models:
-        versions = recorded.models.get(spec.name)
-        if not versions:
-            raise SmokeTestError(
-                f"model {spec.name} is configured but not in the serving image", "run: invoke build push deploy"
-            )
-        version = max(versions)
-        case = SmokeCase(model=spec.name, version=version, signatures=list(spec.signatures),
-                         max_error_rate=config.smoke.max_error_rate)
-        version_dir = models.version_dirs(models.model_dir(config, spec.name)).get(version)
-        if version_dir is not None and (version_dir / models.SMOKE_SAMPLE).is_file():
-            apply_sample(case, models.load_smoke_sample(version_dir), version_dir / models.SMOKE_SAMPLE)
+        checks = recorded.serving.smoke.get(spec.name, artifacts_store.SmokeRecord())
+        case = SmokeCase(model=spec.name, version=max(recorded.models[spec.name]), signatures=list(checks.signatures),
+                         status_only=checks.status_only, max_error_rate=config.smoke.max_error_rate)
+        if checks.sample:
+            sample = artifacts_store.read_sample(config.build_path, checks.sample)
+            try:
+                parsed = json.loads(sample)
+            except ValueError as exc:
+                raise SmokeTestError(f"the smoke sample {checks.sample} of {spec.name} is not JSON ({exc})",
+                                     "re-export the model, then: invoke build push deploy") from None
+            apply_sample(case, parsed, f"the smoke sample {checks.sample} of {spec.name}")
         cases.append(case)
     return cases
 
@@ -82,9 +105,17 @@ def apply_sample(case: SmokeCase, sample: dict, where: Path | str) -> None:
         case.signature_name = sample["signature"]
         case.input_key = sample["input_key"]
         case.output_key = sample["output_key"]
-        case.rows = list(sample["inputs"])
+        if isinstance(sample["inputs"], dict):
+            case.named_rows = {str(key): list(rows) for key, rows in sample["inputs"].items()}
+            case.rows = next(iter(case.named_rows.values()), [])
+        else:
+            case.rows = list(sample["inputs"])
+        case.dtypes = {str(key): str(value) for key, value in sample.get("input_dtypes", {}).items()}
+        if "tolerance" in sample:  # generated samples: "expected outputs within atol/rtol"
+            case.atol = float(sample["tolerance"]["atol"])
+            case.rtol = float(sample["tolerance"]["rtol"])
         if "expected_outputs" in sample:
-            case.expected_outputs = [float(v) for row in sample["expected_outputs"] for v in _as_list(row)]
+            case.expected_outputs = _flat(sample["expected_outputs"])
         elif "expected_labels" in sample:
             case.expected_labels = [int(v) for v in sample["expected_labels"]]
         else:
@@ -93,8 +124,11 @@ def apply_sample(case: SmokeCase, sample: dict, where: Path | str) -> None:
         raise SmokeTestError(f"{where} is not a valid smoke sample (missing or bad {exc})", "re-export the model")
 
 
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
+def _flat(value) -> list[float]:
+    """Nested rows (any rank) as one flat list of floats."""
+    if isinstance(value, list):
+        return [x for v in value for x in _flat(v)]
+    return [float(value)]
 
 
 def score(case: SmokeCase, outputs: Sequence) -> tuple[bool, float, str]:
@@ -107,9 +141,11 @@ def score(case: SmokeCase, outputs: Sequence) -> tuple[bool, float, str]:
         got = values.reshape(-1)
         if got.shape != expected.shape:
             return False, 1.0, f"expected {expected.size} values, got {got.size}"
-        wrong = int(np.sum(np.abs(got - expected) > EXACT_TOLERANCE))
+        wrong = int(np.sum(~np.isclose(got, expected, atol=case.atol, rtol=case.rtol)))
         rate = wrong / max(expected.size, 1)
-        detail = "exact" if not wrong else f"{wrong} of {expected.size} values differ: got {got[:4].tolist()}"
+        within = "exact" if not case.rtol else f"within atol {case.atol:g}/rtol {case.rtol:g}"
+        detail = within if not wrong else (f"{wrong} of {expected.size} values differ ({within} expected): "
+                                           f"got {got[:4].tolist()}, expected {expected[:4].tolist()}")
         return wrong == 0, rate, detail
     if case.expected_labels is not None:
         if values.ndim != 2 or values.shape[0] != len(case.expected_labels):
@@ -230,7 +266,8 @@ class GrpcClient:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = case.model
         request.model_spec.signature_name = case.signature_name
-        request.inputs[case.input_key].CopyFrom(tf.make_tensor_proto(case.rows, dtype=tf.float32))
+        for key, (rows, dtype) in case.request_inputs().items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.as_dtype(dtype)))
         response = self.prediction.Predict(request, timeout=self.timeout)
         if case.output_key not in response.outputs:
             raise SmokeTestError(f"gRPC Predict returned outputs {sorted(response.outputs)}, not {case.output_key}")
@@ -250,7 +287,8 @@ class RestClient:
 
     def predict(self, case: SmokeCase) -> list:
         # Columnar format with the input named: exact whatever the signature's other outputs are.
-        body = {"signature_name": case.signature_name, "inputs": {case.input_key: case.rows}}
+        body = {"signature_name": case.signature_name,
+                "inputs": {key: rows for key, (rows, _) in case.request_inputs().items()}}
         response = self.session.post(f"{self.base}/{case.model}:predict", json=body, timeout=self.timeout)
         if response.status_code != 200:
             raise SmokeTestError(f"REST predict answered HTTP {response.status_code}: {response.text[:200]}")
@@ -267,10 +305,11 @@ class RestClient:
 
 
 class PortForward:
-    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output."""
+    """`kubectl port-forward pod/NAME :8500 :8501` on 127.0.0.1, ports read from kubectl's own output.
+    kind="svc" forwards to a Service instead (kubectl then picks one of its pods)."""
 
-    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int]):
-        self.command = [*argv, "port-forward", "-n", namespace, f"pod/{pod}", "--address", "127.0.0.1",
+    def __init__(self, argv: list[str], namespace: str, pod: str, container_ports: Sequence[int], kind: str = "pod"):
+        self.command = [*argv, "port-forward", "-n", namespace, f"{kind}/{pod}", "--address", "127.0.0.1",
                         *(f":{p}" for p in container_ports)]
         self.pod = pod
         self.container_ports = list(container_ports)
@@ -371,6 +410,8 @@ def check_replica(forward: PortForward, cases: Sequence[SmokeCase], grpc_port: i
 
             attempt(f"{case.model} metadata", lambda: grpc_client.signatures(case.model), signatures_present)
             if not case.rows:
+                if not case.status_only:
+                    result.checks.append(Check(f"{case.model} known answers", False, NO_KNOWN_ANSWERS))
                 continue
 
             def judge(outputs) -> Check:
@@ -395,13 +436,12 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def ready_pods(config: Config) -> list[str]:
-    from tfship import kubectl, render
+def ready_pods(config: Config, kube: Reads) -> list[str]:
+    from tfship import render
 
-    pods = json.loads(kubectl.kubectl(config, "get", "pods", "-n", config.kubernetes.namespace,
-                                      "-l", render.selector(config), "-o", "json").stdout)
+    pods = kube.items("get", "pods", "-n", config.kubernetes.namespace, "-l", render.selector(config))
     ready = []
-    for pod in pods["items"]:
+    for pod in pods:
         if pod["metadata"].get("deletionTimestamp"):
             continue
         conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
@@ -427,21 +467,25 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def smoke_test(config: Config) -> list[ReplicaResult]:
+def smoke_test(config: Config, *, target: Reads | None = None) -> list[ReplicaResult]:
     """Check every Ready replica, each through its own port-forward; a replica that fails is reported in its
     result, not raised (see require_all_ok), so one bad pod never hides the others."""
-    from tfship import kubectl
+    from tfship import cluster
 
-    cases = load_cases(config, artifacts_store.load(config.artifacts_path))
-    pods = ready_pods(config)
+    recorded = artifacts_store.load(config.artifacts_path)
+    cases = load_cases(config, recorded)
+    kube = target or cluster.target(config)
+    pods = ready_pods(config, kube)
     if not pods:
         raise SmokeTestError(f"no Ready pod of {config.kubernetes.app} in namespace {config.kubernetes.namespace}",
                              "run: invoke deploy, then invoke status")
-    ports = (config.serving.grpc_port, config.serving.rest_port)
+    # The ports the serving image listens on, as recorded (load_cases refused a record without them).
+    serving = recorded.serving or artifacts_store.ServingRecord(model_name="")
+    ports = (serving.grpc_port, serving.rest_port)
     results = []
     with _sigterm_as_interrupt():
         for pod in pods:
-            forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod, ports)
+            forward = PortForward(kube.argv(), config.kubernetes.namespace, pod, ports)
             try:
                 forward.start()
                 results.append(check_replica(forward, cases, *ports, timeout=config.smoke.timeout,

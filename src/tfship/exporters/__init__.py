@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXPORTERS = ("half_plus_two", "digits")
+EXPORTERS = ("half_plus_two", "digits", "mnist")
 
 # The last line the command line prints: this prefix, then the summary as JSON (tfship.export reads it).
 RESULT_PREFIX = "tfship-export-result "

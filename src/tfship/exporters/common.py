@@ -75,6 +75,58 @@ def write_smoke_sample(export_dir: Path, sample: Mapping[str, Any]) -> Path:
     return path
 
 
+class Adam:
+    """Adam (Kingma & Ba) over a fixed list of variables; its slots are not part of the exported module."""
+
+    def __init__(self, tf, variables, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999):
+        self.tf = tf
+        self.variables = variables
+        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, 1e-7
+        self.step = tf.Variable(0.0, trainable=False)
+        self.first = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.second = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+
+    def apply(self, gradients) -> None:
+        tf = self.tf
+        self.step.assign_add(1.0)
+        correction = tf.sqrt(1.0 - self.beta2**self.step) / (1.0 - self.beta1**self.step)
+        for variable, gradient, first, second in zip(self.variables, gradients, self.first, self.second):
+            first.assign(self.beta1 * first + (1.0 - self.beta1) * gradient)
+            second.assign(self.beta2 * second + (1.0 - self.beta2) * tf.square(gradient))
+            variable.assign_sub(self.learning_rate * correction * first / (tf.sqrt(second) + self.epsilon))
+
+
+def glorot(tf, shape: list[int], seed: int, offset: int):
+    """Glorot-uniform initial weights, the same for the same seed and offset."""
+    limit = (6.0 / (shape[0] + shape[1])) ** 0.5
+    return tf.random.stateless_uniform(shape, seed=[seed, offset], minval=-limit, maxval=limit)
+
+
+def train_classifier(tf, logits, variables, features, labels, *, steps: int, learning_rate: float, log,
+                     name: str) -> None:
+    """Full-batch Adam on softmax cross-entropy of `logits(features)` against integer `labels`."""
+    features, labels = tf.constant(features), tf.constant(labels)
+    adam = Adam(tf, variables, learning_rate)
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits(features)))
+        adam.apply(tape.gradient(loss, variables))
+        return loss
+
+    for step in range(1, steps + 1):
+        loss = train_step()
+        if step % 100 == 0:
+            log(f"{name}: step {step}/{steps} loss {float(loss):.4f}")
+
+
+def check_accuracy(name: str, accuracy: float, held_out: int, seed: int, minimum: float, log) -> None:
+    log(f"{name}: held-out accuracy {accuracy:.4f} on {held_out} images (seed {seed})")
+    if accuracy < minimum:
+        raise RuntimeError(f"held-out accuracy {accuracy:.4f} is below {minimum}; try another seed")
+
+
 def write_warmup_requests(export_dir: Path, predict: Mapping[str, Mapping[str, Any]],
                           classify: Mapping[str, list[Mapping[str, list[float]]]] = {},
                           regress: Mapping[str, list[Mapping[str, list[float]]]] = {}) -> Path:

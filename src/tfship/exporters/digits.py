@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tfship.exporters.common import CLASSIFY, PREDICT, seed_everything, set_method_names, write_smoke_sample, \
-    write_warmup_requests
+from tfship.exporters.common import (CLASSIFY, PREDICT, check_accuracy, glorot, seed_everything, set_method_names,
+                                     train_classifier, write_smoke_sample, write_warmup_requests)
 
 FEATURE = "pixels"
 LABELS = [str(digit) for digit in range(10)]
@@ -29,30 +29,37 @@ SMOKE_SAMPLE_SIZE = 50
 WARMUP_ROWS = 4  # held-out images replayed by the server at load (assets.extra/tf_serving_warmup_requests)
 
 
+def data(seed: int):
+    """(x_train, x_test, y_train, y_test): the 8×8 digits as 64 raw intensities per row, split by seed."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    return train_test_split(digits.data.astype(np.float32), digits.target.astype(np.int64),
+                            test_size=HELD_OUT_FRACTION, stratify=digits.target, random_state=seed)
+
+
+def held_out(seed: int = 0):
+    """The images and labels the exported model never saw (what `invoke evaluate` sends)."""
+    _, x_test, _, y_test = data(seed)
+    return x_test, y_test
+
+
 def export(export_dir: Path, *, seed: int = 0, log=print) -> dict[str, Any]:
     """Train, check the held-out accuracy, and write the SavedModel into export_dir (which must not exist yet)."""
     import numpy as np
     import tensorflow as tf
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     seed_everything(seed)
-    data = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data.astype(np.float32),
-        data.target.astype(np.int64),
-        test_size=HELD_OUT_FRACTION,
-        stratify=data.target,
-        random_state=seed,
-    )
+    x_train, x_test, y_train, y_test = data(seed)
     module = _build_module(tf, seed)
-    _train(tf, module, x_train, y_train, log)
+    train_classifier(tf, module.logits, [module.w1, module.b1, module.w2, module.b2], x_train, y_train,
+                     steps=TRAIN_STEPS, learning_rate=LEARNING_RATE, log=log, name="digits")
 
     predicted = np.argmax(module.predict_probabilities(tf.constant(x_test))["probabilities"].numpy(), axis=1)
     accuracy = float(np.mean(predicted == y_test))
-    log(f"digits: held-out accuracy {accuracy:.4f} on {len(y_test)} images (seed {seed})")
-    if accuracy < MIN_ACCURACY:
-        raise RuntimeError(f"held-out accuracy {accuracy:.4f} is below {MIN_ACCURACY}; try another seed")
+    check_accuracy("digits", accuracy, len(y_test), seed, MIN_ACCURACY, log)
 
     signatures = {"serving_default": module.predict_probabilities, "classify": module.classify}
     tf.saved_model.save(module, str(export_dir), signatures=signatures)
@@ -80,18 +87,14 @@ def export(export_dir: Path, *, seed: int = 0, log=print) -> dict[str, Any]:
 
 def _build_module(tf, seed: int):
     # Plain variables and a hand-written Adam: no Keras, so the export stays small, fast and easy to reproduce.
-    def glorot(shape, offset):
-        limit = (6.0 / (shape[0] + shape[1])) ** 0.5
-        return tf.random.stateless_uniform(shape, seed=[seed, offset], minval=-limit, maxval=limit)
-
     features = {FEATURE: tf.io.FixedLenFeature([64], dtype=tf.float32)}
 
     class Digits(tf.Module):
         def __init__(self):
             super().__init__(name="digits")
-            self.w1 = tf.Variable(glorot([64, HIDDEN_UNITS], 1), name="w1")
+            self.w1 = tf.Variable(glorot(tf, [64, HIDDEN_UNITS], seed, 1), name="w1")
             self.b1 = tf.Variable(tf.zeros([HIDDEN_UNITS]), name="b1")
-            self.w2 = tf.Variable(glorot([HIDDEN_UNITS, 10], 2), name="w2")
+            self.w2 = tf.Variable(glorot(tf, [HIDDEN_UNITS, 10], seed, 2), name="w2")
             self.b2 = tf.Variable(tf.zeros([10]), name="b2")
             self.labels = tf.constant(LABELS)
 
@@ -111,45 +114,3 @@ def _build_module(tf, seed: int):
             return {"classes": classes, "scores": scores}
 
     return Digits()
-
-
-def _train(tf, module, x_train, y_train, log) -> None:
-    pixels = tf.constant(x_train)
-    labels = tf.constant(y_train)
-    variables = [module.w1, module.b1, module.w2, module.b2]
-    adam = _Adam(tf, variables, LEARNING_RATE)
-
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=module.logits(pixels))
-            )
-        adam.apply(tape.gradient(loss, variables))
-        return loss
-
-    for step in range(1, TRAIN_STEPS + 1):
-        loss = train_step()
-        if step % 100 == 0:
-            log(f"digits: step {step}/{TRAIN_STEPS} loss {float(loss):.4f}")
-
-
-class _Adam:
-    """Adam (Kingma & Ba) over a fixed list of variables; its slots are not part of the exported module."""
-
-    def __init__(self, tf, variables, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999):
-        self.tf = tf
-        self.variables = variables
-        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, 1e-7
-        self.step = tf.Variable(0.0, trainable=False)
-        self.first = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.second = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-
-    def apply(self, gradients) -> None:
-        tf = self.tf
-        self.step.assign_add(1.0)
-        correction = tf.sqrt(1.0 - self.beta2**self.step) / (1.0 - self.beta1**self.step)
-        for variable, gradient, first, second in zip(self.variables, gradients, self.first, self.second):
-            first.assign(self.beta1 * first + (1.0 - self.beta1) * gradient)
-            second.assign(self.beta2 * second + (1.0 - self.beta2) * tf.square(gradient))
-            variable.assign_sub(self.learning_rate * correction * first / (tf.sqrt(second) + self.epsilon))
