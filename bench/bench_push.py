@@ -108,6 +108,14 @@ def bench_existing(client, config: Config, reference: str, suffix: str, tags: li
         report(label, config, name, *timed_push(config, name, image.id))
 
 
+def untag(client, tags: list[str]) -> None:
+    for tag in tags:
+        try:
+            client.images.remove(tag)  # untag only: the image belongs to whoever built it
+        except docker.errors.APIError:
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-mb", type=int, default=64)
@@ -130,11 +138,7 @@ def main() -> None:
         else:
             bench_model_change(client, config, suffix, args.base_mb, args.model_mb, made_ids)
     finally:
-        for tag in added_tags:
-            try:
-                client.images.remove(tag)  # untag only: the image belongs to whoever built it
-            except docker.errors.APIError:
-                pass
+        untag(client, added_tags)
         for image_id in reversed(made_ids):
             try:
                 client.images.remove(image_id, force=True)

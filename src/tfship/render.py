@@ -312,6 +312,9 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
     args = list(config.serving.extra_args)
     if monitoring_config_text:
         args.append(f"--monitoring_config_file={MODEL_CONFIG_DIR}/{MONITORING_CONFIG_FILE}")
+    age = config.serving.grpc_max_connection_age_ms
+    if age > 0 and not any(arg.startswith("--grpc_channel_arguments") for arg in args):  # the user's own win
+        args.append(f"--grpc_channel_arguments=grpc.max_connection_age_ms={age}")
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if model_config_name:

@@ -45,15 +45,36 @@ class _Linear(tf.Module):
         return {"total": total}
 
 
-def save_linear_model(base_path: str, version: int, scale: float, offset: float) -> str:
-    """Write version `version` of a linear model under base_path atomically (built aside, then renamed)."""
-    module = _Linear(scale, offset)
+class _Counting(_Linear):
+    """_Linear plus signatures that reveal how the server ran them: how many times `count` ran (warmup
+    included), and how many rows the model saw in one run (batching merges and pads requests)."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, 0.0)
+        self.calls = tf.Variable(0.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def count(self, x):
+        calls = self.calls.assign_add(1.0)
+        return {"y": tf.zeros_like(x) + calls}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def rows(self, x):
+        return {"y": tf.zeros_like(x) + tf.cast(tf.shape(x)[0], tf.float32)}
+
+
+def save_linear_model(base_path: str, version: int, scale: float, offset: float, counting: bool = False) -> str:
+    """Write version `version` of a linear model under base_path atomically (built aside, then renamed);
+    `counting` adds the `count` and `rows` signatures of _Counting (then scale 1, offset 0)."""
+    module = _Counting() if counting else _Linear(scale, offset)
     signatures = {
         "serving_default": module.predict,
         "classify_x": module.classify.get_concrete_function(),
         "regress_x": module.regress.get_concrete_function(),
         "busy": module.busy,
     }
+    if counting:
+        signatures.update(count=module.count, rows=module.rows)
     os.makedirs(base_path, exist_ok=True)
     staging = tempfile.mkdtemp(dir=base_path, prefix=".staging-")
     tf.saved_model.save(module, staging, signatures=signatures)

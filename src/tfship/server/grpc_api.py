@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent import futures
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -232,13 +232,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Handler):
         return self._serve(context, None, "", work)
 
 
-def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str,
-                      max_workers: int) -> tuple[grpc.Server, health.HealthServicer]:
-    """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot."""
+def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, max_workers: int,
+                      channel_arguments: Sequence[tuple[str, int | str]] = ()) -> tuple[grpc.Server, health.HealthServicer]:
+    """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot.
+    Messages of any size by default (TF Serving: INT32_MAX); --grpc_channel_arguments override any option."""
+    options = {"grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1, "grpc.so_reuseport": 0}
+    options.update(channel_arguments)  # one value per key: which duplicate gRPC would honour is not documented
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0)],
+        options=list(options.items()),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, metrics), server)

@@ -20,7 +20,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfship.server.batching import OpportunisticBatcher
+from tfship.server.batching import BatchingOptions, BatchScheduler
 from tfship.server.tensors import data_type_string
 from tfship.server.status import ServingError, code_from_number, failed_precondition, invalid_argument, not_found
 
@@ -63,14 +63,15 @@ class Signature:
     """One SignatureDef of a loaded version and the concrete function that runs it (built once, at load)."""
 
     def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable[..., Any],
-                 batching: bool = False):
+                 batching: BatchingOptions | None = None):
         self.name = name
         self.definition = definition
         self.method_name = definition.method_name
         self.function = function
         self.inputs = {alias: InputSpec.of(info.dtype) for alias, info in definition.inputs.items()}
         self.output_aliases = sorted(definition.outputs)
-        self._batcher = OpportunisticBatcher(self._execute, name) if batching else None
+        self._batcher = BatchScheduler(self._execute, name, batching) if batching else None
+        self._call = _flat_caller(function, sorted(self.inputs)) or (lambda tensors: function(**tensors))
 
     def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """PreProcessPrediction's checks (predict_util.cc), in its order and words, then the computation."""
@@ -116,7 +117,7 @@ class Signature:
     def _execute(self, inputs: Mapping[str, np.ndarray], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
         tensors = {alias: tf.constant(array, dtype=self.inputs[alias].dtype) for alias, array in inputs.items()}
         try:
-            outputs = self.function(**tensors)
+            outputs = self._call(tensors)
         except tf.errors.OpError as error:
             raise ServingError(code_from_number(error.error_code), op_error_summary(error.message))
         except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
@@ -133,6 +134,18 @@ def _predict_signature_missing(name: str) -> ServingError:
     return failed_precondition(f"Serving signature key \"{name}\" not found.")
 
 
+def _flat_caller(function: Callable[..., Any], aliases: list[str]) -> Callable[[dict[str, Any]], Any] | None:
+    """A direct call of the loaded signature with its tensors in flat order, skipping the keyword binding and
+    input canonicalization of ConcreteFunction.__call__ (a fifth to a third of a small model's call; profiled).
+    Same outputs and runtime errors; None (use the plain call) when the function is not the expected kind."""
+    call_flat = getattr(function, "_call_flat", None)
+    structured = getattr(function, "structured_input_signature", None)
+    if call_flat is None or not structured or structured[0] or sorted(structured[1]) != aliases:
+        return None
+    captured = function.captured_inputs  # variables the graph reads; fixed for the loaded version
+    return lambda tensors: call_flat([tensors[alias] for alias in aliases], captured)
+
+
 def op_error_summary(message: str) -> str:
     """The line of a TensorFlow runtime error that says what went wrong, without eager-mode boilerplate."""
     boilerplate = ("Graph execution error:", "Detected at node", "<stack traces unavailable>", "File ")
@@ -145,7 +158,7 @@ def op_error_summary(message: str) -> str:
 class ModelVersion:
     """A loaded SavedModel version: its signatures ready to run and its SignatureDefs for metadata."""
 
-    def __init__(self, model_name: str, version: int, path: str, batching: bool = False):
+    def __init__(self, model_name: str, version: int, path: str, batching: BatchingOptions | None = None):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -230,9 +243,11 @@ class ManagedModel:
 class ModelManager:
     """Loads, serves and unloads versions of the configured models."""
 
-    def __init__(self, allow_labels_for_unavailable: bool = False, batching: bool = False):
+    def __init__(self, allow_labels_for_unavailable: bool = False, batching: BatchingOptions | None = None,
+                 warm_up: Callable[[ModelVersion], None] | None = None):
         self._models: dict[str, ManagedModel] = {}
         self._batching = batching
+        self._warm_up = warm_up  # runs on each new version before it becomes AVAILABLE; raising fails the load
         self._sync_lock = threading.Lock()
         self._allow_labels_for_unavailable = allow_labels_for_unavailable
         self.on_change: Callable[[], None] = lambda: None
@@ -296,7 +311,10 @@ class ModelManager:
             managed.statuses[version] = VersionStatus(version, VersionState.LOADING)
             started = time.monotonic()
             try:
-                available[version] = ModelVersion(name, version, path, self._batching)
+                loaded = ModelVersion(name, version, path, self._batching)
+                if self._warm_up is not None:
+                    self._warm_up(loaded)
+                available[version] = loaded
             except Exception as error:  # noqa: BLE001 - a bad version must not take down the others
                 message = f"Failed to load servable version {version} of {name} from {path}: {error}"
                 log.error("%s", message.split("\n")[0])
