@@ -224,10 +224,10 @@ def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.
     """Delete the app's objects (found by its labels and tfship's ownership labels: nothing else) and wait, bounded,
     until its pods are gone; then the namespace, when tfship created it and nothing else is left in it."""
     app = _app(config, target, clock, sleep)
-    owned = ",".join([app.selector, *(f"{key}={value}" for key, value in render.ownership_labels(config).items())])
     with step(f"Deleting {app.where}") as progress:
         result = app.kube.run("delete", "deployment,replicaset,service,poddisruptionbudget,configmap,secret",
-                              "-n", app.namespace, "-l", owned, "--ignore-not-found", "--wait=false")
+                              "-n", app.namespace, "-l", render.owned_selector(config), "--ignore-not-found",
+                              "--wait=false")
         deleted = [line for line in (result.stdout or "").splitlines()
                    if line.strip() and not line.startswith("No resources found")]
         from tfship.release import delete_canary  # a release's canary (left by a killed run) has its own labels

@@ -206,6 +206,11 @@ def owns(config: Config, obj: dict[str, Any] | None) -> bool:
     return all(labels.get(key) == value for key, value in ownership_labels(config).items())
 
 
+def owned_selector(config: Config) -> str:
+    """The app's objects that tfship made for this project, as a `kubectl -l` argument (what destroy deletes)."""
+    return ",".join(f"{key}={value}" for key, value in {**selector_labels(config), **ownership_labels(config)}.items())
+
+
 def selector(config: Config) -> str:
     """selector_labels as a `kubectl -l` argument."""
     return ",".join(f"{key}={value}" for key, value in selector_labels(config).items())
