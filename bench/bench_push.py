@@ -15,7 +15,6 @@ import io
 import os
 import secrets
 import shutil
-import socket
 import tarfile
 import tempfile
 import time
@@ -27,12 +26,8 @@ import docker.errors
 from tfship import artifacts, engine, push, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
+from tfship.host.net import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tar_of(files: dict[str, bytes]) -> bytes:

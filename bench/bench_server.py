@@ -20,7 +20,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Callable
 import grpc
 import numpy as np
 import tensorflow as tf
+from tfship.host.net import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -83,11 +83,6 @@ def build_digits_model(root: str) -> str:
     tf.saved_model.save(module, os.path.join(base, "1"), signatures={"serving_default": module.predict})
     return base
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_cell(call: Callable[[], None], concurrency: int, seconds: float) -> Cell:
