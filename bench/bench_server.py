@@ -33,9 +33,10 @@ from typing import Callable
 import grpc
 import numpy as np
 import tensorflow as tf
-from tfship.host.net import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tfship.host.net import free_port
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
