@@ -128,8 +128,10 @@ def _with_metrics(canary: Config, deployment: dict[str, Any]) -> dict[str, Any]:
 def delete_canary(config: Config, kube: Reads) -> list[str]:
     """Delete the canary's objects (found by its labels) without waiting for its pods to drain; what was deleted."""
     canary = canary_config(config)
+    # Its labels and tfship's ownership labels, as destroy does: nothing someone else made is touched.
+    owned = ",".join([render.selector(canary), *(f"{k}={v}" for k, v in render.ownership_labels(config).items())])
     result = kube.run("delete", "deployment,replicaset,configmap", "-n", config.kubernetes.namespace,
-                      "-l", render.selector(canary), "--ignore-not-found", "--wait=false", REQUEST_TIMEOUT)
+                      "-l", owned, "--ignore-not-found", "--wait=false", REQUEST_TIMEOUT)
     return [line for line in (result.stdout or "").splitlines() if line.strip()]
 
 
@@ -176,9 +178,10 @@ def release(
         try:
             for line in delete_canary(config, kube):
                 progress.update(f"removed a leftover canary: {line}")
-            app.wait_namespace_not_terminating(settings.termination_grace, progress.update)
-            namespace = render.render(config, artifacts, api_versions, replicas)[render.NAMESPACE_FILE]
-            deploy._apply(app, namespace, progress.update)
+            namespace = app.wait_namespace_not_terminating(settings.termination_grace, progress.update)
+            if namespace is None or render.owns(config, namespace):  # someone else's is used as it is (as deploy)
+                deploy._apply(app, render.render(config, artifacts, api_versions, replicas)[render.NAMESPACE_FILE],
+                              progress.update)
             if artifacts.registry_auth:
                 deploy._apply_pull_secret(config, app, artifacts.registry)
             deploy._apply(app, canary_manifests(config, artifacts, api_versions), progress.update)

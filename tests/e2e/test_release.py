@@ -123,21 +123,18 @@ def train_digits(config: tfconfig.Config, version: int, *, shuffle_labels: bool 
     or answering through a delay op; it carries the same held-out smoke sample as the good versions."""
     import numpy as np
     import tensorflow as tf
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     from tfship.exporters import digits
-    from tfship.exporters.common import CLASSIFY, PREDICT, seed_everything, set_method_names
+    from tfship.exporters.common import CLASSIFY, PREDICT, seed_everything, set_method_names, train_classifier
 
     seed_everything(0)
-    data = load_digits()
-    x_train, _, y_train, _ = train_test_split(data.data.astype(np.float32), data.target.astype(np.int64),
-                                              test_size=digits.HELD_OUT_FRACTION, stratify=data.target,
-                                              random_state=0)
+    x_train, _, y_train, _ = digits.data(0)
     if shuffle_labels:
         y_train = np.random.default_rng(7).permutation(y_train)
     module = digits._build_module(tf, 0)
-    digits._train(tf, module, x_train, y_train, lambda line: None)
+    train_classifier(tf, module.logits, [module.w1, module.b1, module.w2, module.b2], x_train, y_train,
+                     steps=digits.TRAIN_STEPS, learning_rate=digits.LEARNING_RATE, log=lambda line: None,
+                     name="digits")
     predict = module.predict_probabilities
     if delay_seconds:
         from tensorflow.python.data.experimental.ops.testing import sleep

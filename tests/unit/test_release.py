@@ -470,5 +470,6 @@ def test_destroy_also_removes_a_canary_left_by_a_killed_release(cfg):
     fake = FakeCluster(serving_deployment(DIGEST_OLD))
     deploy.destroy(cfg, target=fake, clock=lambda: 0.0, sleep=lambda seconds: None)
     selectors = [args[args.index("-l") + 1] for args in fake.deleted]
-    assert render.selector(release.canary_config(cfg)) in selectors
+    assert any(s.startswith(render.selector(release.canary_config(cfg)) + ",") for s in selectors)
     assert render.owned_selector(cfg) in selectors
+    assert all("app.kubernetes.io/managed-by=tfship" in s for s in selectors), "only what tfship made"
