@@ -112,12 +112,16 @@ class RegistryConfig:
     local: bool = True
     # TLS + htpasswd for the local registry (registry.up --auth).
     auth: bool = False
-    insecure: bool = True
+    # Plain HTTP to a registry that is not the local one (registry.local: false). Off by default: Docker Hub, GHCR
+    # and every registry people push to speak TLS. (The local registry picks its own: HTTP, or TLS with auth.)
+    insecure: bool = False
     # CA that signed the registry's certificate, for a registry run elsewhere.
     ca_file: str = ""
     # Namespace inside the registry: <url>/<repository>/<image>.
     repository: str = "tfship"
     push_retries: int = 3
+    # Send credentials to an insecure (plain HTTP) registry on another machine anyway (refused by default).
+    allow_plain_http_credentials: bool = False
 
 
 @dataclass

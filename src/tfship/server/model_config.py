@@ -31,19 +31,28 @@ def parse_model_server_config(text: str, where: str) -> ModelServerConfig:
 
 
 def validate_model_server_config(config: ModelServerConfig, where: str) -> None:
+    """FlagError naming `where` when config is one tfship cannot serve (config_list_problem)."""
+    problem = config_list_problem(config)
+    if problem:
+        raise FlagError(f"{where}: {problem}")
+
+
+def config_list_problem(config: ModelServerConfig) -> str | None:
+    """What ServerCore::ValidateModelConfigList refuses, in its words; None when the config can be served."""
     if config.WhichOneof("config") != "model_config_list":
-        raise FlagError(f"{where}: only model_config_list is supported (custom_model_config is not)")
+        return "only model_config_list is supported (custom_model_config is not)"
     seen: set[str] = set()
     for model in config.model_config_list.config:
         if not model.name:
-            raise FlagError(f"{where}: a model config has no name")
+            return "a model config has no name"
         if model.name in seen:
-            raise FlagError(f"{where}: model {model.name!r} is configured twice")
+            return f"Illegal to list model {model.name} multiple times in config list"
         seen.add(model.name)
-        if not model.base_path:
-            raise FlagError(f"{where}: model {model.name!r} has no base_path")
+        if not model.base_path or not (os.path.isabs(model.base_path) or "://" in model.base_path):
+            return f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}"
         if model.model_platform not in ("", "tensorflow"):
-            raise FlagError(f"{where}: model {model.name!r} has platform {model.model_platform!r}; only tensorflow")
+            return f"model {model.name!r} has platform {model.model_platform!r}; only tensorflow is served"
+    return None
 
 
 def read_model_server_config(path: str) -> ModelServerConfig:

@@ -21,7 +21,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfship.server.batching import BatchingOptions, BatchScheduler
-from tfship.server.status import ServingError, code_from_number, invalid_argument, not_found
+from tfship.server.tensors import data_type_string
+from tfship.server.status import ServingError, code_from_number, failed_precondition, invalid_argument, not_found
 
 log = logging.getLogger("tfship.server")
 
@@ -73,33 +74,45 @@ class Signature:
         self._call = _flat_caller(function, sorted(self.inputs)) or (lambda tensors: function(**tensors))
 
     def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        unknown = sorted(set(inputs) - set(self.inputs))
-        if unknown:
+        """PreProcessPrediction's checks (predict_util.cc), in its order and words, then the computation."""
+        wanted = self.check_request(inputs, output_filter)
+        if self._batcher is not None:
+            return self._batcher.run(inputs, wanted)
+        return self._execute(inputs, wanted)
+
+    def check_request(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str]) -> tuple[str, ...]:
+        """The output aliases to fetch, or INVALID_ARGUMENT as TF Serving words it."""
+        expected = sorted(self.inputs)
+        if len(inputs) != len(self.inputs):  # VerifyRequestInputsSize (SignatureDef defaults are not supported)
+            sent = sorted(inputs)
             raise invalid_argument(
-                f"input tensor alias not found in signature: {unknown[0]}. "
-                f"Inputs expected to be in the set {{{','.join(sorted(self.inputs))}}}."
+                f"input size does not match signature: {len(inputs)}!={len(self.inputs)} len({{{','.join(sent)}}}) "
+                f"!= len({{{','.join(expected)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(expected)))}}}. "
+                f"Missing but required: {{{','.join(sorted(set(expected) - set(sent)))}}}."
             )
-        if len(inputs) != len(self.inputs):
-            raise invalid_argument(
-                f"input size does not match signature: {len(inputs)}!={len(self.inputs)} len({{"
-                f"{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(self.inputs))}}}). "
-                f"Sent extra: {{}}. Missing but required: {{{','.join(sorted(set(self.inputs) - set(inputs)))}}}."
-            )
+        for alias in sorted(inputs):
+            if alias not in self.inputs:
+                raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
+                                       f"Inputs expected to be in the set {{{','.join(expected)}}}.")
+        seen: set[str] = set()
         for alias in output_filter:
             if alias not in self.definition.outputs:
                 raise invalid_argument(
                     f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
                     f"{{{','.join(self.output_aliases)}}}."
                 )
-        for alias, array in inputs.items():
+            if alias in seen:
+                raise invalid_argument(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        for position, alias in enumerate(expected):  # the session's feed order: arg[i]
+            array = inputs[alias]
             spec = self.inputs[alias]
             if array.dtype != spec.numpy_dtype and not (spec.dtype == tf.string and array.dtype.kind in "OSU"):
                 given = tf.dtypes.as_dtype(tf.string if array.dtype.kind in "OSU" else array.dtype)
-                raise invalid_argument(f"Expects arg[{alias}] to be {spec.dtype.name} but {given.name} is provided")
-        wanted = tuple(output_filter) or tuple(self.output_aliases)
-        if self._batcher is not None:
-            return self._batcher.run(inputs, wanted)
-        return self._execute(inputs, wanted)
+                expected_name = data_type_string(spec.dtype.as_datatype_enum)
+                raise invalid_argument(f"Expects arg[{position}] to be {expected_name} but "
+                                       f"{data_type_string(given.as_datatype_enum)} is provided")
+        return tuple(output_filter) or tuple(self.output_aliases)
 
     def _execute(self, inputs: Mapping[str, np.ndarray], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
         tensors = {alias: tf.constant(array, dtype=self.inputs[alias].dtype) for alias, array in inputs.items()}
@@ -109,7 +122,16 @@ class Signature:
             raise ServingError(code_from_number(error.error_code), op_error_summary(error.message))
         except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
             raise invalid_argument(str(error).split("\n")[0])
-        return {alias: outputs[alias].numpy() for alias in wanted}
+        return {alias: _as_array(outputs[alias].numpy()) for alias in wanted}
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """Tensor.numpy() gives a numpy scalar, or bytes for a string, when the tensor is a scalar."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
+
+
+def _predict_signature_missing(name: str) -> ServingError:
+    return failed_precondition(f"Serving signature key \"{name}\" not found.")
 
 
 def _flat_caller(function: Callable[..., Any], aliases: list[str]) -> Callable[[dict[str, Any]], Any] | None:
@@ -149,11 +171,13 @@ class ModelVersion:
                 continue
             self.signatures[name] = Signature(name, definition, available[name], batching)
 
-    def signature(self, name: str) -> Signature:
+    def signature(self, name: str, missing: Callable[[str], ServingError] | None = None) -> Signature:
+        """The signature called `name` (serving_default when empty); when there is none, the error `missing`
+        makes of the name (each API words it its own way), by default Predict's FAILED_PRECONDITION."""
         name = name or DEFAULT_SIGNATURE
         found = self.signatures.get(name)
         if found is None:
-            raise invalid_argument(f"Serving signature key \"{name}\" not found.")
+            raise (missing or _predict_signature_missing)(name)
         return found
 
     def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
@@ -231,20 +255,21 @@ class ModelManager:
     # --- configuration and polling ---
 
     def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Serve exactly the models of config: new ones loaded now, dropped ones unloaded. All or nothing:
-        when a label cannot be assigned the previous models keep serving unchanged."""
+        """Serve exactly the models of config: new ones loaded now, dropped ones unloaded. As ServerCore::
+        ReloadConfig, version labels are checked first, against the versions available now: a refused config
+        changes nothing."""
         with self._sync_lock:
+            self._check_labels(config)
             candidate: dict[str, ManagedModel] = {}
             for model_config in config.model_config_list.config:
                 current = self._models.get(model_config.name)
                 if current is None:
                     candidate[model_config.name] = ManagedModel(config=model_config)
-                else:  # a copy, so a refused config leaves the serving one untouched
+                else:
                     candidate[model_config.name] = ManagedModel(
                         model_config, dict(current.available), dict(current.statuses), set(current.failed_paths))
             for managed in candidate.values():
                 self._sync_model(managed)
-            self._check_labels(candidate)
             self._models = candidate
         self.on_change()
 
@@ -255,15 +280,21 @@ class ModelManager:
                 self._sync_model(managed)
         self.on_change()
 
-    def _check_labels(self, models: Mapping[str, ManagedModel]) -> None:
-        for name, managed in models.items():
-            for label, version in managed.labels.items():
-                if version not in managed.available and not self._allow_labels_for_unavailable:
-                    raise ServingError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"Request to assign label to version {version} of model {name}, "
-                        "which is not currently available for inference",
-                    )
+    def _check_labels(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """UpdateModelVersionLabelMap: a label may only name a version available now, so at start-up (nothing is
+        loaded yet) and when a reload adds a version and labels it at once, labels are refused. With
+        --allow_version_labels_for_unavailable_models a label that is new, or keeps its version, may name any
+        version; moving an existing label still needs an available version (no requests dropped mid-swap)."""
+        for model_config in config.model_config_list.config:
+            current = self._models.get(model_config.name)
+            available = current.available if current is not None else {}
+            existing_labels = current.labels if current is not None else {}
+            for label, version in model_config.version_labels.items():
+                allowed = self._allow_labels_for_unavailable and existing_labels.get(label, version) == version
+                if not allowed and version not in available:
+                    raise failed_precondition(
+                        f"Request to assign label to version {version} of model {model_config.name}, "
+                        "which is not currently available for inference")
 
     def _sync_model(self, managed: ManagedModel) -> None:
         name = managed.config.name
@@ -324,7 +355,7 @@ class ModelManager:
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ModelVersion:
         managed = self._models.get(name)
-        if label:
+        if label is not None:
             if managed is None or label not in managed.labels:
                 raise invalid_argument(f"Unrecognized servable version label: {label}")
             version = managed.labels[label]
@@ -337,16 +368,13 @@ class ModelManager:
         request = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
         raise not_found(f"Servable not found for request: {request}")
 
-    def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+    def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        """GetModelStatus: the state of one version, or of every version the model has had (latest first)."""
         managed = self._models.get(name)
+        if version is not None:
+            if managed is None or version not in managed.statuses:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [managed.statuses[version]]
         if managed is None or not managed.statuses:
             raise not_found(f"Could not find any versions of model {name}")
-        if label:
-            if label not in managed.labels:
-                raise invalid_argument(f"Unrecognized servable version label: {label}")
-            version = managed.labels[label]
-        if version is None:
-            return [managed.statuses[v] for v in sorted(managed.statuses, reverse=True)]
-        if version not in managed.statuses:
-            raise not_found(f"Could not find version {version} of model {name}")
-        return [managed.statuses[version]]
+        return [managed.statuses[v] for v in sorted(managed.statuses, reverse=True)]
