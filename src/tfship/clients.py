@@ -213,10 +213,10 @@ class EvaluationReport:
     def lines(self, model: str, signature: str) -> list[str]:
         from tfship.smoke import percentile
 
-        cycled = f", {self.images} held-out images, cycled" if self.num_tests > self.images else ""
+        cycled = f" (the {self.images} held-out images, cycled)" if self.num_tests > self.images else ""
         lines = [
-            f"Sent {self.num_tests} requests{cycled} to {model} (signature {signature}) at {self.target}, "
-            f"concurrency {self.concurrency}",
+            f"Sent {self.num_tests} requests to {model} (signature {signature}) at {self.target}, "
+            f"concurrency {self.concurrency}{cycled}",
             f"Inference error rate: {self.error_rate * 100:.1f}%",
             f"Requests/s: {self.num_tests / max(self.seconds, 1e-9):.1f}; latency "
             f"p50 {percentile(self.latencies_ms, 50):.1f} ms, p99 {percentile(self.latencies_ms, 99):.1f} ms; "
