@@ -178,9 +178,9 @@ class service_forward:
     """`kubectl port-forward svc/APP` for the given container ports; yields container port -> local port."""
 
     def __init__(self, config: Config, ports: Sequence[int]):
-        from tfship import kubectl, smoke
+        from tfship import cluster, smoke
 
-        self.forward = smoke.PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace,
+        self.forward = smoke.PortForward(cluster.target(config).argv(), config.kubernetes.namespace,
                                          config.kubernetes.app, ports, kind="svc")
 
     def __enter__(self) -> dict[int, int]:
@@ -389,12 +389,12 @@ def evaluate_job(config: Config, recorded, how: EvaluationPlan, name: str, num_t
 def _evaluate_in_cluster(config: Config, how: EvaluationPlan, num_tests: int, concurrency: int,
                          out: Callable[[str], None]) -> float:
     from tfship import artifacts as artifacts_store
-    from tfship import kubectl
+    from tfship import cluster
 
     kube = config.kubernetes
     name = f"{kube.app}-evaluate-{uuid.uuid4().hex[:6]}"
     job = evaluate_job(config, artifacts_store.load(config.artifacts_path), how, name, num_tests, concurrency)
-    kubectl.kubectl(config, "apply", "-f", "-", input=json.dumps(job))
+    cluster.target(config).run("apply", "-f", "-", input=json.dumps(job))
     error_rate: float | None = None
     try:
         _wait_job_started(config, name)
@@ -404,9 +404,9 @@ def _evaluate_in_cluster(config: Config, how: EvaluationPlan, num_tests: int, co
             lines.append(line)
             out(line)
 
-        from tfship import proc
+        from tfship.host import proc
 
-        proc.run(kubectl.kubectl_argv(config, "logs", "-f", "-n", kube.namespace, f"job/{name}"),
+        proc.run(cluster.target(config).argv("logs", "-f", "-n", kube.namespace, f"job/{name}"),
                  timeout=JOB_TIMEOUT, on_line=relay, check=False, error=KubernetesError)
         state = _wait_job_finished(config, name)
         if state != "Complete":
@@ -417,7 +417,7 @@ def _evaluate_in_cluster(config: Config, how: EvaluationPlan, num_tests: int, co
             if match:
                 error_rate = float(match.group(1)) / 100
     finally:
-        kubectl.kubectl(config, "delete", "job", "-n", kube.namespace, name, "--ignore-not-found", "--wait=false",
+        cluster.target(config).run("delete", "job", "-n", kube.namespace, name, "--ignore-not-found", "--wait=false",
                         check=False)
     if error_rate is None:
         raise KubernetesError(f"the evaluate Job {name} printed no error rate", "see its output above")
@@ -425,9 +425,9 @@ def _evaluate_in_cluster(config: Config, how: EvaluationPlan, num_tests: int, co
 
 
 def _job_pods(config: Config, name: str) -> list[dict]:
-    from tfship import kubectl
+    from tfship import cluster
 
-    return json.loads(kubectl.kubectl(config, "get", "pods", "-n", config.kubernetes.namespace, "-l",
+    return json.loads(cluster.target(config).run("get", "pods", "-n", config.kubernetes.namespace, "-l",
                                       f"job-name={name}", "-o", "json").stdout)["items"]
 
 
@@ -450,11 +450,11 @@ def _wait_job_started(config: Config, name: str, timeout: float = 300.0) -> None
 
 
 def _wait_job_finished(config: Config, name: str, timeout: float = 60.0) -> str:
-    from tfship import kubectl
+    from tfship import cluster
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = json.loads(kubectl.kubectl(config, "get", "job", "-n", config.kubernetes.namespace, name,
+        job = json.loads(cluster.target(config).run("get", "job", "-n", config.kubernetes.namespace, name,
                                          "-o", "json").stdout)
         for condition in job.get("status", {}).get("conditions", []):
             if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
@@ -483,11 +483,11 @@ def replica_counts(config: Config, model: str) -> dict[str, int | None]:
     """Ready pod -> requests answered for `model` so far (None: its metrics cannot be read)."""
     import requests
 
-    from tfship import kubectl, render, smoke
+    from tfship import cluster, render, smoke
 
     counts: dict[str, int | None] = {}
     for pod in smoke.ready_pods(config):
-        forward = smoke.PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod,
+        forward = smoke.PortForward(cluster.target(config).argv(), config.kubernetes.namespace, pod,
                                     [config.serving.rest_port])
         try:
             forward.start()
@@ -525,10 +525,10 @@ class ServiceAddress:
 
 
 def service_address(config: Config) -> ServiceAddress:
-    from tfship import kubectl
+    from tfship import cluster
 
     kube = config.kubernetes
-    found = kubectl.kubectl(config, "get", "service", "-n", kube.namespace, kube.app, "-o", "json", check=False)
+    found = cluster.target(config).run("get", "service", "-n", kube.namespace, kube.app, "-o", "json", check=False)
     if found.returncode != 0:
         raise KubernetesError(f"service {kube.namespace}/{kube.app} does not exist", "run: invoke deploy")
     service = json.loads(found.stdout)
@@ -558,11 +558,11 @@ def service_address(config: Config) -> ServiceAddress:
 
 def _node_addresses(config: Config) -> list[str]:
     """Where node ports answer. The local cluster is this machine, so 127.0.0.1; others: each node's address."""
-    from tfship import kubectl
+    from tfship import cluster
 
-    if config.kubernetes.provider == "local":
+    if cluster.provider_for(config).name == "local":
         return ["127.0.0.1"]
-    nodes = json.loads(kubectl.kubectl(config, "get", "nodes", "-o", "json").stdout)["items"]
+    nodes = json.loads(cluster.target(config).run("get", "nodes", "-o", "json").stdout)["items"]
     addresses = []
     for node in nodes:
         by_type = {a["type"]: a["address"] for a in node.get("status", {}).get("addresses", [])}

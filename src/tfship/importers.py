@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tfship import proc
+from tfship.host import proc
 from tfship.errors import ModelError
 from tfship.exporters.common import EXTRA_DIR, SMOKE_SAMPLE_FILE
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tfship import clients, kubectl, models
+from tfship import clients, cluster, models
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, TfshipError
 
@@ -116,7 +117,7 @@ def test_evaluate_refuses_a_model_without_held_out_data(tmp_path):
 def fake_kubectl(monkeypatch, service: dict, nodes: list | None = None) -> list:
     calls = []
 
-    def run(config, *args, **kwargs):
+    def run(*args, **kwargs):
         calls.append(args)
         if args[:2] == ("get", "service"):
             return subprocess.CompletedProcess(args, 0, json.dumps(service), "")
@@ -124,7 +125,7 @@ def fake_kubectl(monkeypatch, service: dict, nodes: list | None = None) -> list:
             return subprocess.CompletedProcess(args, 0, json.dumps({"items": nodes or []}), "")
         raise AssertionError(args)
 
-    monkeypatch.setattr(kubectl, "kubectl", run)
+    monkeypatch.setattr(cluster, "target", lambda config: SimpleNamespace(run=run))
     return calls
 
 
@@ -137,6 +138,7 @@ def service(kind: str, **extra) -> dict:
 
 def test_service_address_per_type(monkeypatch, tmp_path):
     config = Config(root=tmp_path)
+    config.kubernetes.provider = "local"
     fake_kubectl(monkeypatch, service("ClusterIP"))
     address = clients.service_address(config)
     assert address.grpc_outside == ""

@@ -2,10 +2,7 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
-
-TOP_LEVEL = ["predict", "evaluate"]
-
+from tfship.tasks._common import handles_errors, load_config
 
 @task(help={"model": "model name (as in tfship.yaml)", "image": "image file to classify (any size and format)",
             "input": "input rows as JSON, e.g. '[[1.0, 2.0]]' (or {\"name\": rows} for several inputs)",

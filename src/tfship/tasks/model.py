@@ -2,7 +2,7 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import exclusive, handles_errors, load_config
 
 
 @task(help={"path": "a SavedModel folder, a Keras .keras/.h5 file, or a TF1 checkpoint with its .meta graph",
@@ -10,6 +10,7 @@ from tasks._common import handles_errors, load_config
             "inputs": "checkpoint only: serving input tensors, comma-separated (e.g. x:0)",
             "outputs": "checkpoint only: serving output tensors, comma-separated (e.g. y:0)"})
 @handles_errors
+@exclusive
 def add(c, path, name, version=None, inputs="", outputs=""):
     """Import a model as models/<name>/<version>: converted to a SavedModel if needed, validated, smoke sample made."""
     from tfship import models
