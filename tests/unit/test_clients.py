@@ -98,11 +98,19 @@ METRICS = """# TYPE :tensorflow:serving:request_count counter
 :tensorflow:serving:request_count{model_name="digits",status="OK"} 40
 # TYPE :tensorflow:serving:request_latency histogram
 :tensorflow:serving:request_latency_bucket{model_name="mnist",API="predict",entrypoint="GRPC",le="10"} 1
+:tensorflow:serving:request_latency_sum{model_name="mnist",API="predict",entrypoint="GRPC"} 9000
+:tensorflow:serving:request_latency_count{model_name="mnist",API="predict",entrypoint="GRPC"} 12
+:tensorflow:serving:request_latency_count{model_name="mnist",API="classify",entrypoint="REST"} 2
+:tensorflow:serving:request_latency_count{model_name="mnist",API="status",entrypoint="REST"} 1
+:tensorflow:serving:request_latency_count{model_name="digits",API="predict",entrypoint="GRPC"} 40
 """
 
 
 def test_request_counts_from_prometheus_text():
-    assert clients.request_count(METRICS, "mnist") == 15
+    # inference only: the status request (a readiness probe) is left out
+    assert clients.request_count(METRICS, "mnist") == 14
+    without_latency = METRICS.split("# TYPE :tensorflow:serving:request_latency")[0]
+    assert clients.request_count(without_latency, "mnist") == 15
     assert clients.request_count(METRICS, "other") == 0
     assert clients.format_replica_counts({"a": 1, "b": 0}, {"a": 5, "b": 7}) == "Requests per replica: a 4, b 7"
     assert "unavailable" in clients.format_replica_counts({}, {"a": None, "b": 3})
