@@ -260,7 +260,9 @@ def run_evaluation(target: str, model: str, signature: str, input_key: str, outp
 
     def stub():
         if not hasattr(local, "stub"):
-            channel = grpc.insecure_channel(target)
+            # A subchannel pool of its own: otherwise gRPC shares one connection among equal channels, and
+            # every request would reach the same replica.
+            channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
             with lock:
                 channels.append(channel)
             local.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
