@@ -15,7 +15,6 @@ import io
 import os
 import secrets
 import shutil
-import socket
 import tarfile
 import tempfile
 import time
@@ -27,12 +26,8 @@ import docker.errors
 from tfship import artifacts, engine, push, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
+from tfship.host.net import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tar_of(files: dict[str, bytes]) -> bytes:
@@ -108,6 +103,14 @@ def bench_existing(client, config: Config, reference: str, suffix: str, tags: li
         report(label, config, name, *timed_push(config, name, image.id))
 
 
+def untag(client, tags: list[str]) -> None:
+    for tag in tags:
+        try:
+            client.images.remove(tag)  # untag only: the image belongs to whoever built it
+        except docker.errors.APIError:
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-mb", type=int, default=64)
@@ -130,11 +133,7 @@ def main() -> None:
         else:
             bench_model_change(client, config, suffix, args.base_mb, args.model_mb, made_ids)
     finally:
-        for tag in added_tags:
-            try:
-                client.images.remove(tag)  # untag only: the image belongs to whoever built it
-            except docker.errors.APIError:
-                pass
+        untag(client, added_tags)
         for image_id in reversed(made_ids):
             try:
                 client.images.remove(image_id, force=True)

@@ -1,20 +1,25 @@
 """Throughput and latency of tfship.server's Predict over gRPC and REST vs calling the model in-process.
 
-    .venv/bin/python bench/bench_server.py [--seconds 3]
+    .venv/bin/python bench/bench_server.py [--seconds 3] [--no-pin] [--flags "--enable_batching"]
 
 Models: TF Serving's half_plus_two and a digits-like model built here (64 floats -> dense -> softmax over 10).
 Concurrency 1 and 8 (client threads). Each cell runs a bounded time. The server runs twice: as is, and with
---enable_batching ("+batch" rows: concurrent requests merged into one model run). The server runs as a subprocess on
-127.0.0.1; client and server share this machine's cores, so the figures are a lower bound for the server.
+--enable_batching ("+batch" rows: concurrent requests merged into one model run).
+
+Where the machine has 2+ CPUs the load generator (this process) runs on CPU 0 and the measured side on CPU 1:
+the server subprocess under `taskset -c 1`, and the in-process baseline in a worker subprocess under the same
+`taskset -c 1`, so both get the same one core and neither competes with the client. Each server cell is
+measured right after its own baseline cell (same model, same concurrency), so load from other processes on a
+shared machine skews both alike; "vs in-proc" is the ratio of the two. Prints a table; saves build/bench/server.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,10 +32,11 @@ from typing import Callable
 
 import grpc
 import numpy as np
-import requests
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tfship.host.net import free_port
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
@@ -79,11 +85,6 @@ def build_digits_model(root: str) -> str:
     return base
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def run_cell(call: Callable[[], None], concurrency: int, seconds: float) -> Cell:
     """concurrency threads calling as fast as they can for `seconds` (after one warm-up call each)."""
@@ -116,11 +117,19 @@ def run_cell(call: Callable[[], None], concurrency: int, seconds: float) -> Cell
     return Cell(len(merged), elapsed, merged)
 
 
-def start_server(config_path: str, extra_flags: list[str]) -> tuple[subprocess.Popen, str, str]:
+SERVER_CPU, CLIENT_CPU = 1, 0
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def pinned(argv: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", str(SERVER_CPU), *argv] if pin else argv
+
+
+def start_server(config_path: str, extra_flags: list[str], pin: bool) -> tuple[subprocess.Popen, str, str]:
     grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-         "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags],
+        pinned([sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags], pin),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{grpc_port}"
     with grpc.insecure_channel(address) as channel:
@@ -139,48 +148,102 @@ def start_server(config_path: str, extra_flags: list[str]) -> tuple[subprocess.P
     raise SystemExit("server did not become SERVING")
 
 
-def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel],
-                 seconds: float) -> list[tuple[str, str, int, Cell]]:
+class InProcessWorker:
+    """A subprocess (this script with --worker, on the server's CPU) that loads the models and runs cells of
+    direct signature calls on request: the baseline, on the same core the server gets."""
+
+    def __init__(self, pin: bool):
+        self.process = subprocess.Popen(pinned([sys.executable, __file__, "--worker"], pin), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def cell(self, model: BenchModel, concurrency: int, seconds: float) -> Cell:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"base_path": model.base_path, "alias": model.input_alias,
+                                             "example": model.example.tolist(), "concurrency": concurrency,
+                                             "seconds": seconds}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("the in-process worker died")
+        return Cell(**json.loads(line))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def worker_main() -> None:
+    """--worker: one JSON cell request per stdin line, one JSON Cell per stdout line."""
+    functions: dict[str, Callable] = {}
+    for line in sys.stdin:
+        order = json.loads(line)
+        base = Path(order["base_path"])
+        if order["base_path"] not in functions:
+            version_dir = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+            functions[order["base_path"]] = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+        function = functions[order["base_path"]]
+        example = np.array(order["example"], np.float32)
+
+        def in_process(function=function, alias=order["alias"], example=example) -> None:
+            function(**{alias: tf.constant(example)})
+
+        cell = run_cell(in_process, order["concurrency"], order["seconds"])
+        print(json.dumps({"requests": cell.requests, "seconds": cell.seconds, "latencies": cell.latencies}),
+              flush=True)
+
+
+def transport_calls(channel: grpc.Channel, rest_url: str, model: BenchModel) -> list[tuple[str, Callable[[], None]]]:
+    """One Predict of `model`'s example over gRPC (a shared channel) and over REST (a keep-alive connection per
+    client thread)."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model.name
+    request.inputs[model.input_alias].CopyFrom(tf.make_tensor_proto(model.example))
+    body = json.dumps({"instances": model.example.tolist()}).encode()
+    path = f"/v1/models/{model.name}:predict"
+    rest_host = rest_url.removeprefix("http://")
+    connection_local = threading.local()
+
+    def grpc_call() -> None:
+        stub.Predict(request, timeout=30)
+
+    def rest_call() -> None:
+        # http.client, one keep-alive connection per thread: `requests` costs the client about a millisecond
+        # of CPU per call, enough to make the client the bottleneck on a shared core.
+        connection = getattr(connection_local, "connection", None)
+        if connection is None:
+            connection = connection_local.connection = http.client.HTTPConnection(rest_host, timeout=30)
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        text = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(text)
+
+    return [("gRPC", grpc_call), ("REST", rest_call)]
+
+
+def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel], seconds: float,
+                 pin: bool, worker: InProcessWorker) -> list[tuple[str, str, int, Cell, Cell]]:
+    """(model, transport, concurrency, server cell, baseline cell measured just before it)."""
     rows = []
-    process, grpc_address, rest_url = start_server(config_path, flags)
+    process, grpc_address, rest_url = start_server(config_path, flags, pin)
     try:
-        channel = grpc.insecure_channel(grpc_address)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        session_local = threading.local()
-        for model in models:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model.name
-            request.inputs[model.input_alias].CopyFrom(tf.make_tensor_proto(model.example))
-            body = json.dumps({"instances": model.example.tolist()})
-            url = f"{rest_url}/v1/models/{model.name}:predict"
-
-            def grpc_call(request=request) -> None:
-                stub.Predict(request, timeout=30)
-
-            def rest_call(body=body, url=url) -> None:
-                session = getattr(session_local, "session", None)
-                if session is None:
-                    session = session_local.session = requests.Session()
-                reply = session.post(url, data=body, timeout=30)
-                if reply.status_code != 200:
-                    raise RuntimeError(reply.text)
-
-            for transport, call in (("gRPC", grpc_call), ("REST", rest_call)):
+        with grpc.insecure_channel(grpc_address) as channel:
+            for model in models:
+                calls = transport_calls(channel, rest_url, model)
                 for concurrency in CONCURRENCIES:
-                    rows.append((model.name, transport + suffix, concurrency, run_cell(call, concurrency, seconds)))
-        channel.close()
+                    for transport, call in calls:
+                        baseline = worker.cell(model, concurrency, seconds)
+                        served = run_cell(call, concurrency, seconds)
+                        rows.append((model.name, transport + suffix, concurrency, served, baseline))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
-    seconds = parser.parse_args().seconds
-
-    workdir = tempfile.mkdtemp(prefix="tfship-bench-server-")
+def bench_models(workdir: str) -> tuple[list[BenchModel], str]:
+    """half_plus_two and the digits-like model, and a model config file serving both."""
     models = [
         BenchModel("half_plus_two", str(HALF_PLUS_TWO), "x", np.array([[2.0]], np.float32)),
         BenchModel("digits", build_digits_model(workdir), "x",
@@ -190,33 +253,61 @@ def main() -> None:
     with open(config_path, "w") as handle:
         handle.write("model_config_list {\n" + "".join(
             f'  config {{ name: "{m.name}" base_path: "{m.base_path}" }}\n' for m in models) + "}\n")
+    return models, config_path
 
-    rows: list[tuple[str, str, int, Cell]] = []
-    for model in models:  # in-process first, while no server competes for the cores
-        version_dir = max((p for p in Path(model.base_path).iterdir() if p.name.isdigit()),
-                          key=lambda p: int(p.name))
-        function = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-        tensor_input = model.example
 
-        def in_process(function=function, tensor_input=tensor_input, alias=model.input_alias) -> None:
-            function(**{alias: tf.constant(tensor_input)})
+def pin_client(wanted: bool) -> bool:
+    """Move this process (and the threads it starts from now on) to CLIENT_CPU when the server can get its own."""
+    pin = wanted and len(os.sched_getaffinity(0)) >= 2 and SERVER_CPU in os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    return pin
 
-        for concurrency in CONCURRENCIES:
-            rows.append((model.name, "in-process", concurrency, run_cell(in_process, concurrency, seconds)))
 
-    for suffix, flags in (("", []), ("+batch", ["--enable_batching"])):
-        rows += bench_server(config_path, flags, suffix, models, seconds)
+def placement(pin: bool) -> str:
+    return (f"client on CPU {CLIENT_CPU}; server and in-process baseline each on CPU {SERVER_CPU} (taskset)"
+            if pin else f"{os.cpu_count()} CPUs shared by client and server")
 
-    baseline = {(name, concurrency): cell.rps for name, transport, concurrency, cell in rows
-                if transport == "in-process"}
-    rows.sort(key=lambda row: ([m.name for m in models].index(row[0]), row[1].split("+")[0] != "in-process"))
-    print(f"{'model':<14}{'path':<12}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs in-proc':>12}")
-    for name, transport, concurrency, cell in rows:
-        ratio = cell.rps / baseline[(name, concurrency)]
-        print(f"{name:<14}{transport:<12}{concurrency:>5}{cell.rps:>10.0f}{cell.percentile(0.5):>9.2f}"
-              f"{cell.percentile(0.99):>9.2f}{ratio:>12.2f}")
-    print(f"({os.cpu_count()} CPUs shared by client and server; {seconds:.0f} s per cell; "
-          f"median of per-cell p50 {statistics.median(c.percentile(0.5) for *_, c in rows):.2f} ms)")
+
+def main() -> None:
+    if "--worker" in sys.argv:
+        return worker_main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="let client and server share all CPUs")
+    parser.add_argument("--flags", action="append", default=None,
+                        help="server flags of one run, repeatable (default: none, then --enable_batching)")
+    args = parser.parse_args()
+    pin = pin_client(args.pin)
+    runs = [(f" {flags}" if flags else "", flags.split()) for flags in (args.flags or ["", "--enable_batching"])]
+
+    models, config_path = bench_models(tempfile.mkdtemp(prefix="tfship-bench-server-"))
+
+    worker = InProcessWorker(pin)
+    rows: list[tuple[str, str, int, Cell, Cell]] = []
+    try:
+        for suffix, flags in runs:
+            rows += bench_server(config_path, flags, suffix, models, seconds=args.seconds, pin=pin, worker=worker)
+    finally:
+        worker.close()
+
+    print(f"{'model':<14}{'path':<28}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'in-proc':>9}{'vs in-proc':>11}")
+    results = []
+    for name, transport, concurrency, cell, baseline in rows:
+        ratio = cell.rps / baseline.rps
+        print(f"{name:<14}{transport:<28}{concurrency:>5}{cell.rps:>8.0f}{cell.percentile(0.5):>8.2f}"
+              f"{cell.percentile(0.99):>8.2f}{baseline.rps:>9.0f}{ratio:>11.2f}")
+        results.append({"model": name, "path": transport, "concurrency": concurrency, "rps": cell.rps,
+                        "p50_ms": cell.percentile(0.5), "p99_ms": cell.percentile(0.99),
+                        "in_process_rps": baseline.rps, "ratio": ratio})
+    print(f"({placement(pin)}; {args.seconds:.0f} s per cell; load average {os.getloadavg()[0]:.1f}; "
+          f"median of per-cell p50 {statistics.median(row[3].percentile(0.5) for row in rows):.2f} ms)")
+    out = PROJECT / "build" / "bench" / "server.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"placement": placement(pin), "seconds_per_cell": args.seconds,
+                               "load_average": os.getloadavg()[0], "cells": results}, indent=1) + "\n")
+    print(f"saved {out.relative_to(PROJECT)}")
 
 
 if __name__ == "__main__":

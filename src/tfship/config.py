@@ -90,6 +90,9 @@ class ServingConfig:
     rest_port: int = 8501
     # Extra server flags, passed as container args at deploy time (not baked into the image).
     extra_args: list[str] = field(default_factory=list)
+    # Replicas close each gRPC connection after this long (clients reconnect through the Service), so long-lived
+    # channels spread over every replica instead of sticking to one; 0 keeps connections forever.
+    grpc_max_connection_age_ms: int = 30000
     # Prometheus metrics on each replica's REST port (/monitoring/prometheus/metrics): per-replica request counts
     # for `invoke evaluate`. Rendered as TF Serving's --monitoring_config_file.
     prometheus: bool = False
@@ -109,12 +112,16 @@ class RegistryConfig:
     local: bool = True
     # TLS + htpasswd for the local registry (registry.up --auth).
     auth: bool = False
-    insecure: bool = True
+    # Plain HTTP to a registry that is not the local one (registry.local: false). Off by default: Docker Hub, GHCR
+    # and every registry people push to speak TLS. (The local registry picks its own: HTTP, or TLS with auth.)
+    insecure: bool = False
     # CA that signed the registry's certificate, for a registry run elsewhere.
     ca_file: str = ""
     # Namespace inside the registry: <url>/<repository>/<image>.
     repository: str = "tfship"
     push_retries: int = 3
+    # Send credentials to an insecure (plain HTTP) registry on another machine anyway (refused by default).
+    allow_plain_http_credentials: bool = False
 
 
 @dataclass

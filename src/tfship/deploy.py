@@ -19,7 +19,7 @@ from tfship import artifacts as tfartifacts
 from tfship import cluster, render
 from tfship.config import Config
 from tfship.errors import KubernetesError, RegistryError
-from tfship.kubectl import Reads
+from tfship.kubectl import REQUEST_TIMEOUT, Reads
 from tfship.progress import say, step
 from tfship.rollout import App, RolloutFailed, container_image, revision, rollout_complete
 
@@ -146,12 +146,15 @@ def deploy(
     rendered, _ = render.render_and_write(config, artifacts, render.served_api_versions(app.kube), replicas)
 
     with step(f"Deploying {replicas} replicas of {image} to {app.where}") as progress:
-        app.wait_namespace_not_terminating(kube.termination_grace, progress.update)
-        _apply(app, rendered[render.NAMESPACE_FILE], progress.update)
+        namespace = app.wait_namespace_not_terminating(kube.termination_grace, progress.update)
+        before = _claim(config, app)
+        if namespace is None or render.owns(config, namespace):
+            _apply(app, rendered[render.NAMESPACE_FILE], progress.update)
+        else:  # someone else's namespace: deploy into it, but never relabel (take over) or later delete it
+            progress.update(f"namespace {app.namespace} is not tfship's ({render.owner_of(namespace)}): used as it is")
         if artifacts.registry_auth:
             _apply_pull_secret(config, app, artifacts.registry)
             progress.update(f"secret/{kube.pull_secret_name} applied (pull credentials for {artifacts.registry})")
-        before = app.deployment()
         rest = [text for name, text in rendered.items() if name != render.NAMESPACE_FILE]
         try:
             _apply(app, "---\n".join(rest), progress.update)
@@ -218,12 +221,13 @@ def rollback(config: Config, *, target: Reads | None = None, clock: Clock = time
 
 def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.monotonic,
             sleep: Sleep = time.sleep) -> str:
-    """Delete the app's objects (found by its labels) and wait, bounded, until its pods are gone.
-    The namespace stays: it may hold other things."""
+    """Delete the app's objects (found by its labels and tfship's ownership labels: nothing else) and wait, bounded,
+    until its pods are gone; then the namespace, when tfship created it and nothing else is left in it."""
     app = _app(config, target, clock, sleep)
     with step(f"Deleting {app.where}") as progress:
         result = app.kube.run("delete", "deployment,replicaset,service,poddisruptionbudget,configmap,secret",
-                              "-n", app.namespace, "-l", app.selector, "--ignore-not-found", "--wait=false")
+                              "-n", app.namespace, "-l", render.owned_selector(config), "--ignore-not-found",
+                              "--wait=false")
         deleted = [line for line in (result.stdout or "").splitlines()
                    if line.strip() and not line.startswith("No resources found")]
         from tfship.release import delete_canary  # a release's canary (left by a killed run) has its own labels
@@ -232,13 +236,42 @@ def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.
         for line in deleted:
             progress.update(line)
         app.wait_pods_gone(config.kubernetes.termination_grace + 60)
+        deleted += _delete_namespace_if_ours(config, app)
         summary = f"deleted {len(deleted)} objects" if deleted else "nothing was deployed"
         progress.done(summary)
     return f"{app.where}: {summary}"
 
 
+def _delete_namespace_if_ours(config: Config, app: App) -> list[str]:
+    namespace = app.kube.json("get", "namespace", app.namespace, "--ignore-not-found", REQUEST_TIMEOUT)
+    if namespace is None or not render.owns(config, namespace):
+        return []
+    left = app.kube.run("get", "deployments,services,configmaps,secrets,jobs", "-n", app.namespace, "-o", "name",
+                        REQUEST_TIMEOUT).stdout.split()
+    # The service-account token and root CA config map are the cluster's own, in every namespace.
+    left = [name for name in left if not name.startswith(("secret/default-token-", "configmap/kube-root-ca.crt"))]
+    if left:
+        say(f"namespace {app.namespace} is tfship's but still holds {', '.join(left[:3])}: left in place")
+        return []
+    result = app.kube.run("delete", "namespace", app.namespace, "--wait=false")
+    return [line for line in (result.stdout or "").splitlines() if line.strip()]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Apply and undo
+
+
+def _claim(config: Config, app: App) -> dict[str, Any] | None:
+    """The app's Deployment as it is before this deploy; refused, before anything is applied, when it exists and is
+    not this project's (tfship never takes over what it did not make)."""
+    existing = app.deployment()
+    if existing is not None and not render.owns(config, existing):
+        raise KubernetesError(
+            f"deployment {app.namespace}/{app.name} exists and is not tfship's for project {config.project} "
+            f"({render.owner_of(existing)})",
+            f"deploy under another name (kubernetes.app) or namespace, or remove it yourself: "
+            f"kubectl delete deployment {app.name} -n {app.namespace}")
+    return existing
 
 
 def _apply(app: App, manifests: str, progress: Callable[[str], None]) -> None:

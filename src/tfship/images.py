@@ -116,10 +116,16 @@ def tf_plan(config: Config) -> ImagePlan:
         name=f"{config.project}-tf",
         dockerfile=DOCKERFILES / "Dockerfile.tf",
         parent_id=parent,
-        buildargs={"PYTHON_BASE": base.ref, "TENSORFLOW_VERSION": config.images.tensorflow_version},
+        buildargs={"PYTHON_BASE": base.ref, "TENSORFLOW_VERSION": config.images.tensorflow_version,
+                   "TENSORFLOW_PACKAGE": tensorflow_package(config)},
         private_inputs={"pip_index_url": config.base.pip_index_url},
         needs_pypi=True,
     )
+
+
+def tensorflow_package(config: Config) -> str:
+    """The TensorFlow wheel of the shared venv: the CPU-only one unless a GPU is configured (0.6 GB smaller)."""
+    return "tensorflow" if config.serving.gpu else "tensorflow-cpu"
 
 
 def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
@@ -143,7 +149,8 @@ def python_runtime_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
         parent_id=tf_id,
         files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship/__init__.py": SOURCE_DIR / "__init__.py",
                "src/tfship/contract.py": SOURCE_DIR / "contract.py", "src/tfship/server": SOURCE_DIR / "server"},
-        buildargs={"TF_IMAGE": tf_ref},
+        # the slim runtime starts from the bare base again (see the Dockerfile)
+        buildargs={"TF_IMAGE": tf_ref, "PYTHON_BASE": bases.python_base(config).ref},
     )
 
 

@@ -185,6 +185,32 @@ def selector_labels(config: Config) -> dict[str, str]:
     return {"app.kubernetes.io/name": config.kubernetes.app, "app.kubernetes.io/instance": config.project}
 
 
+def ownership_labels(config: Config) -> dict[str, str]:
+    """What marks an object as this project's, made by tfship: deploy takes over nothing without them, and
+    destroy deletes nothing without them."""
+    return {"app.kubernetes.io/part-of": config.project, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def owner_of(obj: dict[str, Any] | None) -> str:
+    """Who an existing object says manages it, for messages."""
+    labels = (obj or {}).get("metadata", {}).get("labels") or {}
+    manager = labels.get("app.kubernetes.io/managed-by")
+    if manager is None:
+        return "no app.kubernetes.io/managed-by label"
+    return f"managed-by {manager}" + (f", part-of {labels['app.kubernetes.io/part-of']}"
+                                      if "app.kubernetes.io/part-of" in labels else "")
+
+
+def owns(config: Config, obj: dict[str, Any] | None) -> bool:
+    labels = (obj or {}).get("metadata", {}).get("labels") or {}
+    return all(labels.get(key) == value for key, value in ownership_labels(config).items())
+
+
+def owned_selector(config: Config) -> str:
+    """The app's objects that tfship made for this project, as a `kubectl -l` argument (what destroy deletes)."""
+    return ",".join(f"{key}={value}" for key, value in {**selector_labels(config), **ownership_labels(config)}.items())
+
+
 def selector(config: Config) -> str:
     """selector_labels as a `kubectl -l` argument."""
     return ",".join(f"{key}={value}" for key, value in selector_labels(config).items())
@@ -194,8 +220,7 @@ def common_labels(config: Config, version: str | None) -> dict[str, str]:
     labels = {
         **selector_labels(config),
         "app.kubernetes.io/component": "model-server",
-        "app.kubernetes.io/part-of": config.project,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **ownership_labels(config),
     }
     if version:
         labels["app.kubernetes.io/version"] = version[:63]
@@ -292,6 +317,9 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
     args = list(config.serving.extra_args)
     if monitoring_config_text:
         args.append(f"--monitoring_config_file={MODEL_CONFIG_DIR}/{MONITORING_CONFIG_FILE}")
+    age = config.serving.grpc_max_connection_age_ms
+    if age > 0 and not any(arg.startswith("--grpc_channel_arguments") for arg in args):  # the user's own win
+        args.append(f"--grpc_channel_arguments=grpc.max_connection_age_ms={age}")
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if model_config_name:

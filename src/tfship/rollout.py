@@ -162,15 +162,15 @@ class App:
         older = [r for r in revisions if current.isdigit() and r < int(current)]
         return str(older[-1]) if older else None
 
-    def wait_namespace_not_terminating(self, grace: float, progress: Callable[[str], None]) -> None:
+    def wait_namespace_not_terminating(self, grace: float, progress: Callable[[str], None]) -> dict[str, Any] | None:
         """A namespace being deleted refuses new objects: wait (bounded) until it is gone, then it can be
-        recreated."""
+        recreated. Returns the namespace as last read (None: it does not exist)."""
         deadline = self.clock() + grace + 90
         said = False
         while True:
             namespace = self.kube.json("get", "namespace", self.namespace, "--ignore-not-found", REQUEST_TIMEOUT)
             if not namespace or namespace.get("status", {}).get("phase") != "Terminating":
-                return
+                return namespace
             if not said:
                 progress(f"namespace {self.namespace} is being deleted; waiting for it to go")
                 said = True

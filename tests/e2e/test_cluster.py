@@ -99,3 +99,34 @@ def test_kubectl_failure_is_a_one_line_error_with_a_hint(cluster):
     assert "NotFound" in raised.value.message or "not found" in raised.value.message
     assert raised.value.one_line().startswith("Error: ") and "\n" not in raised.value.one_line()
     assert "cluster.status" in raised.value.hint
+
+
+@pytest.fixture
+def own_context(cluster, tmp_path, monkeypatch):
+    """The local cluster seen as a user's own cluster: a kubeconfig whose current context has another name."""
+    import yaml
+
+    from tfship.cluster import auto, local
+
+    if tfcluster.provider_for(cluster.config).name != "local":
+        pytest.skip("needs tfship's local cluster")
+    kubeconfig = yaml.safe_load(local.local_kubeconfig().read_text())
+    renamed = local.rename_kubeconfig(kubeconfig, "e2e-h9-cluster-own")
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(renamed))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr(auto, "_chosen", {})
+    return "e2e-h9-cluster-own"
+
+
+def test_auto_uses_a_current_context_that_answers(cluster, own_context):
+    from dataclasses import replace
+
+    config = replace(cluster.config, kubernetes=replace(cluster.config.kubernetes, provider="auto", context=""))
+    chosen = tfcluster.provider_for(config)
+    assert (chosen.name, chosen.context) == ("external", own_context)
+    assert chosen.chosen_because.endswith(f"the current kubectl context {own_context} answers")
+    status = tfcluster.status(config)
+    assert status.ready and status.context == own_context, status.describe()
+    # The node is this machine: a loopback registry is within its reach.
+    tfcluster.check_pull(config, f"{cluster.config.registry.url}/tfship/tfship-serving:1")

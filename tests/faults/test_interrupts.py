@@ -58,7 +58,10 @@ def run_build_until(project: tfconfig.Config, marker: str) -> tuple[subprocess.P
     """Start `invoke build --image serving` and return once it printed `marker` (bounded by STAGE_TIMEOUT)."""
     build = subprocess.Popen([str(INVOKE), "-r", str(REPO), "build", "--image", "serving"], cwd=project.root,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                             # A shell's background job ignores SIGINT and children inherit that: restore it, as a
+                             # terminal's Ctrl-C finds it.
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []
     deadline = time.monotonic() + STAGE_TIMEOUT
     for line in build.stdout:  # ends when the process closes its output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tfship.host.net import free_port
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"  # ../shared beside the repository
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
@@ -24,11 +25,6 @@ def require_testdata() -> None:
                              "tensorflow_serving/servables/tensorflow/testdata")
 STARTUP_TIMEOUT_S = 90.0  # TensorFlow's import alone takes seconds on a busy 2-core machine
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ServerProcess:

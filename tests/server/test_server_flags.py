@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from tfship.server.entrypoint import entrypoint_argv
-from tfship.server.flags import FlagError, parse_flags
+from tfship.server.batching import BatchingOptions
+from tfship.server.flags import FlagError, grpc_channel_arguments, parse_flags
+from tfship.server.model_config import read_batching_parameters
 
 
 def test_both_flag_syntaxes_and_defaults() -> None:
@@ -74,3 +76,48 @@ def test_entrypoint_mirrors_the_official_image() -> None:
     assert entrypoint_argv({"MODEL_BASE_PATH": "/srv/"}, [])[2:4] == ["--model_name=model",
                                                                         "--model_base_path=/srv/model"]
     parse_flags(argv)  # and the server accepts what the entrypoint builds
+
+
+def test_grpc_channel_arguments_as_tf_serving_reads_them() -> None:
+    parsed = grpc_channel_arguments("grpc.max_connection_age_ms=30000, grpc.max_receive_message_length=4096,"
+                                    "grpc.primary_user_agent=tfship,grpc.big=99999999999")
+    assert parsed == [("grpc.max_connection_age_ms", 30000), ("grpc.max_receive_message_length", 4096),
+                      ("grpc.primary_user_agent", "tfship"), ("grpc.big", "99999999999")]  # beyond int32: a string
+    assert grpc_channel_arguments("") == []
+    with pytest.raises(FlagError, match="'grpc.max_connection_age_ms' is not key=value"):
+        parse_flags(["--model_base_path=/m", "--grpc_channel_arguments=grpc.max_connection_age_ms"])
+
+
+def test_thread_and_batching_flags_are_checked() -> None:
+    with pytest.raises(FlagError, match="--grpc_max_threads=0 must be at least 1"):
+        parse_flags(["--model_base_path=/m", "--grpc_max_threads=0"])
+    with pytest.raises(FlagError, match="--rest_api_num_threads=0 must be at least 1"):
+        parse_flags(["--model_base_path=/m", "--rest_api_num_threads=0"])
+    with pytest.raises(FlagError, match="without setting --enable_batching"):
+        parse_flags(["--model_base_path=/m", "--batching_parameters_file=/b.config"])
+    assert parse_flags(["--model_base_path=/m"]).enable_model_warmup  # on by default, as in TF Serving
+
+
+def test_batching_parameters_file_in_tf_serving_text_format(tmp_path) -> None:
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 2000 }\n"
+                    "num_batch_threads { value: 2 }\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+                    'thread_pool_name { value: "batch_threads" }\n')
+    options = read_batching_parameters(str(path))
+    assert options == BatchingOptions(max_batch_size=8, batch_timeout_micros=2000, max_enqueued_batches=10,
+                                      num_batch_threads=2, allowed_batch_sizes=(4, 8))
+    assert read_batching_parameters("") == BatchingOptions()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("max_batch_size: 8", "Error parsing text-format tensorflow.serving.BatchingParameters"),  # needs { value: }
+    ("max_batch_sise { value: 8 }", "max_batch_sise"),
+    ("max_batch_size { value: 8 } allowed_batch_sizes: 4", "must equal max_batch_size"),
+    ("pad_variable_length_inputs: true", "not supported"),
+])
+def test_bad_batching_parameters_name_the_file(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "batching.config"
+    path.write_text(text)
+    with pytest.raises(FlagError) as raised:
+        read_batching_parameters(str(path))
+    assert message in str(raised.value) and str(path) in str(raised.value)

@@ -184,12 +184,14 @@ def test_grpc_unknown_version_is_not_found(prediction: prediction_service_pb2_gr
     assert _code_of(prediction.Predict, request)[0] == grpc.StatusCode.NOT_FOUND
 
 
-def test_grpc_unknown_signature_is_invalid(prediction: prediction_service_pb2_grpc.PredictionServiceStub) -> None:
+def test_grpc_unknown_signature_is_failed_precondition(
+        prediction: prediction_service_pb2_grpc.PredictionServiceStub) -> None:
+    """TF Serving's predict_util.cc RunPredict: an unknown signature is FAILED_PRECONDITION over gRPC."""
     request = _predict_request()
     request.model_spec.signature_name = "no_such_signature"
     code, details = _code_of(prediction.Predict, request)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "no_such_signature" in details
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details == 'Serving signature key "no_such_signature" not found.'
 
 
 def test_grpc_wrong_dtype_is_invalid(prediction: prediction_service_pb2_grpc.PredictionServiceStub) -> None:
@@ -312,7 +314,8 @@ def test_rest_regress(server: ServerProcess) -> None:
     ("/v1/models/missing:predict", {"instances": [2.0]}, 404),
     ("/v1/models/default/versions/7:predict", {"instances": [2.0]}, 404),
     ("/v1/models/default:regress", {"signature_name": "serving_default", "examples": [{"x": 2.0}]}, 400),
-    ("/v1/models/default:explode", {"instances": [2.0]}, 404),
+    # TF Serving answers an unknown verb under /v1/ "Malformed request" with 400 (http_rest_api_handler_test.cc).
+    ("/v1/models/default:explode", {"instances": [2.0]}, 400),
 ])
 def test_rest_errors(server: ServerProcess, path: str, body: Any, status: int) -> None:
     reply = _post(server, path, body)

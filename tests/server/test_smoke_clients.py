@@ -56,6 +56,10 @@ def test_every_check_passes_on_a_healthy_replica(exported, start_server, tmp_pat
     assert result.ok, smoke.format_table([result])
     assert result.error_rate <= exported.smoke.max_error_rate
     assert len(result.latencies_ms) == 8
+    # The exporters' warmup files were replayed at load: half_plus_two 5 records (one per signature), digits 2.
+    warmed = sorted(line.rsplit("Number of warmup records read: ", 1)[1].split(".")[0]
+                    for line in server.log().splitlines() if "Number of warmup records read" in line)
+    assert warmed == ["2", "5"]
 
 
 def test_wrong_version_and_wrong_answers_fail(exported, start_server, tmp_path):

@@ -19,13 +19,14 @@ DIGEST_OLD = "sha256:" + "01" * 32
 DIGEST_NEW = "sha256:" + "02" * 32
 REPOSITORY = "127.0.0.1:5000/tfship/tfship-serving"
 SELECTOR = {"app.kubernetes.io/name": "tfship-serving", "app.kubernetes.io/instance": "tfship"}
+OWNED = {"app.kubernetes.io/part-of": "tfship", "app.kubernetes.io/managed-by": "tfship"}
 
 
 def deployment(revision: int, digest: str, replicas: int = 3, ready: int = 3, updated: int = 3, total: int = 3,
                generation: int = 2, observed: int = 2, conditions: list | None = None) -> dict:
     return {
         "kind": "Deployment",
-        "metadata": {"name": "tfship-serving", "generation": generation, "labels": SELECTOR,
+        "metadata": {"name": "tfship-serving", "generation": generation, "labels": {**SELECTOR, **OWNED},
                      "annotations": {rollout.REVISION_ANNOTATION: str(revision)}},
         "spec": {"replicas": replicas,
                  "template": {"spec": {"containers": [{"name": "serving", "image": f"{REPOSITORY}@{digest}"}]}}},
@@ -153,9 +154,9 @@ def test_a_successful_rollout_reports_ready_replicas_and_the_digest(cfg):
     fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, ROLLING, DONE])
     result = run_deploy(cfg, fake)
     assert (result.ready, result.replicas, result.digest, result.revision) == (3, 3, DIGEST_NEW, "2")
-    assert [args[:2] for args, _ in fake.calls[:3]] == [("api-versions", kubectl.REQUEST_TIMEOUT),
-                                                         ("get", "namespace"), ("apply", "-f")]
-    assert "kind: Namespace" in fake.calls[2][1], "the namespace is applied first, on its own"
+    assert [args[:2] for args, _ in fake.calls[:4]] == [("api-versions", kubectl.REQUEST_TIMEOUT),
+                                                         ("get", "namespace"), ("get", "deployment"), ("apply", "-f")]
+    assert "kind: Namespace" in fake.calls[3][1], "the namespace is applied first, on its own"
     assert not any(args[0] == "rollout" for args, _ in fake.calls)
     assert (cfg.build_path / "k8s" / "30-pdb.yaml").read_text().startswith("apiVersion: policy/v1beta1")
 
@@ -329,3 +330,47 @@ def test_a_kubectl_failure_while_watching_rolls_back_with_one_error(cfg):
         run_deploy(cfg, fake)
     assert "the rollout was stopped ('kubectl get' did not finish within 20s)" in failed.value.message
     assert "rolled back to revision 1" in failed.value.message
+
+
+def test_a_deployment_tfship_did_not_make_is_never_taken_over(cfg):
+    theirs = deployment(1, DIGEST_OLD)
+    theirs["metadata"]["labels"] = {**SELECTOR, "app.kubernetes.io/managed-by": "helm"}
+    fake = FakeKubectl(before=theirs, watch_states=[DONE])
+    with pytest.raises(KubernetesError, match=r"deployment tfship/tfship-serving exists and is not tfship's for "
+                                              r"project tfship \(managed-by helm\)") as refused:
+        run_deploy(cfg, fake)
+    assert "kubectl delete deployment tfship-serving -n tfship" in refused.value.hint
+    assert not [args for args, _ in fake.calls if args[0] in ("apply", "delete", "rollout", "scale")]
+
+
+def test_someone_elses_namespace_is_used_but_never_relabelled(cfg, capsys):
+    fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, DONE])
+    fake.namespace_states = [json.dumps({"metadata": {"name": "tfship", "labels": {"team": "ml"}}})]
+    run_deploy(cfg, fake)
+    applied = [text for args, text in fake.calls if args[0] == "apply"]
+    assert applied and not [text for text in applied if "kind: Namespace" in text]
+    assert "namespace tfship is not tfship's (no app.kubernetes.io/managed-by label): used as it is" in \
+        capsys.readouterr().err
+
+
+def test_destroy_deletes_only_tfships_objects_and_a_namespace_it_made(cfg):
+    class Recorder(FakeKubectl):
+        def run(self, *args, **kwargs):
+            if args[0] == "delete" or args[:2] == ("get", "pods") or args[:2] == ("get", "deployments,services,configmaps,secrets,jobs"):
+                self.calls.append((args, None))
+                return self._done("")
+            return super().run(*args, **kwargs)
+
+    fake = Recorder(before=None, watch_states=[[]])
+    fake.namespace_states = [json.dumps({"metadata": {"name": "tfship", "labels": OWNED}})]
+    deploy.destroy(cfg, target=fake, clock=FakeClock(), sleep=lambda s: None)
+    deletes = [args for args, _ in fake.calls if args[0] == "delete"]
+    assert deletes[0][deletes[0].index("-l") + 1] == (
+        "app.kubernetes.io/name=tfship-serving,app.kubernetes.io/instance=tfship,"
+        "app.kubernetes.io/part-of=tfship,app.kubernetes.io/managed-by=tfship")
+    assert ("delete", "namespace", "tfship", "--wait=false") in deletes
+
+    theirs = Recorder(before=None, watch_states=[[]])
+    theirs.namespace_states = [json.dumps({"metadata": {"name": "tfship", "labels": {"team": "ml"}}})]
+    deploy.destroy(cfg, target=theirs, clock=FakeClock(), sleep=lambda s: None)
+    assert not [args for args, _ in theirs.calls if args[:2] == ("delete", "namespace")]

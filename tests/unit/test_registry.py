@@ -444,3 +444,20 @@ def test_an_identity_token_from_docker_login_is_a_clear_error(tmp_path):
     with pytest.raises(RegistryError, match="identity token for ghcr.io") as caught:
         registry.credentials(make_config(tmp_path, url="ghcr.io/org", local=False))
     assert registry.USERNAME_ENV in caught.value.hint and "refresh-token-1" not in caught.value.one_line()
+
+
+def test_credentials_never_go_over_plain_http_to_another_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFSHIP_REGISTRY_USERNAME", "ml")
+    monkeypatch.setenv("TFSHIP_REGISTRY_PASSWORD", "s3cret")
+    remote = Config(root=tmp_path, registry=RegistryConfig(url="registry.example.internal:5000", local=False,
+                                                           insecure=True))
+    with pytest.raises(RegistryError, match="would travel over plain HTTP") as refused:
+        registry.credentials(remote)
+    assert "allow_plain_http_credentials" in refused.value.hint
+    remote.registry.allow_plain_http_credentials = True
+    assert registry.credentials(remote) == ("ml", "s3cret")
+    loopback = Config(root=tmp_path, registry=RegistryConfig(url="127.0.0.1:5000", local=False, insecure=True))
+    assert registry.credentials(loopback) == ("ml", "s3cret")
+    tls = Config(root=tmp_path, registry=RegistryConfig(url="registry.example.internal:5000", local=False,
+                                                        insecure=False))
+    assert registry.credentials(tls) == ("ml", "s3cret")

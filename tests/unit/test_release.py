@@ -229,7 +229,7 @@ def test_with_canary_traffic_the_canary_serves_prometheus_metrics(cfg):
     docs = list(yaml.safe_load_all(release.canary_manifests(cfg, artifacts(DIGEST_NEW, {"digits": [2]}), api)))
     assert [doc["kind"] for doc in docs] == ["ConfigMap", "Deployment"]
     container = docs[1]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == [f"--monitoring_config_file={release.MONITORING_DIR}/{release.MONITORING_FILE}"]
+    assert container["args"][-1] == f"--monitoring_config_file={release.MONITORING_DIR}/{release.MONITORING_FILE}"
     assert "prometheus_config { enable: true" in docs[0]["data"][release.MONITORING_FILE]
     assert docs[0]["metadata"]["labels"]["app.kubernetes.io/name"] == "tfship-serving-canary", "deleted with it"
 
@@ -471,4 +471,4 @@ def test_destroy_also_removes_a_canary_left_by_a_killed_release(cfg):
     deploy.destroy(cfg, target=fake, clock=lambda: 0.0, sleep=lambda seconds: None)
     selectors = [args[args.index("-l") + 1] for args in fake.deleted]
     assert render.selector(release.canary_config(cfg)) in selectors
-    assert render.selector(cfg) in selectors
+    assert render.owned_selector(cfg) in selectors

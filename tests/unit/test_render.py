@@ -185,7 +185,8 @@ def test_several_models_use_a_model_config_file_named_by_its_content(tmp_path):
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     # The serving image's entrypoint reads MODEL_CONFIG_FILE instead of MODEL_NAME.
     assert container["env"] == [{"name": "MODEL_CONFIG_FILE", "value": "/etc/tfship/models.config"}]
-    assert "args" not in container
+    # Connections age out (serving.grpc_max_connection_age_ms), so long-lived gRPC clients spread over replicas.
+    assert container["args"] == ["--grpc_channel_arguments=grpc.max_connection_age_ms=30000"]
     volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "model-config", "configMap": {"name": config_map["metadata"]["name"]}} in volumes
     # A different model config gets a different name, so a rollback finds its own.
@@ -213,7 +214,21 @@ def test_extra_server_args_are_passed_to_the_container(tmp_path):
     cfg = make_config(tmp_path, **{"serving.extra_args": ["--rest_api_timeout_in_ms=5000"]})
     rendered = render.render(cfg, make_artifacts({"half_plus_two": [1]}), render.select_api_versions(None), 1)
     container = documents(rendered)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--rest_api_timeout_in_ms=5000"]
+    assert container["args"] == ["--rest_api_timeout_in_ms=5000",
+                                 "--grpc_channel_arguments=grpc.max_connection_age_ms=30000"]
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"serving.grpc_max_connection_age_ms": 0}, None),
+    ({"serving.grpc_max_connection_age_ms": 5000}, ["--grpc_channel_arguments=grpc.max_connection_age_ms=5000"]),
+    ({"serving.extra_args": ["--grpc_channel_arguments=grpc.max_connection_age_ms=1"]},
+     ["--grpc_channel_arguments=grpc.max_connection_age_ms=1"]),
+])
+def test_grpc_connection_age_flag(tmp_path, settings, expected):
+    rendered = render.render(make_config(tmp_path, **settings), make_artifacts({"half_plus_two": [1]}),
+                             render.select_api_versions(None), 1)
+    container = documents(rendered)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container.get("args") == expected
 
 
 def test_api_versions_follow_the_cluster():

@@ -46,5 +46,6 @@ class ExternalProvider(Provider):
         return "external cluster is Ready; tfship does not manage it\n" + current.describe()
 
     def down(self) -> str:
-        raise KubernetesError(f"context {self.context or '(current)'} is a cluster tfship did not start: "
-                              "tfship does not stop clusters it did not start", "stop it with its own tools")
+        which = f"context {self.context}" if self.context else "the current context"
+        raise KubernetesError(f"the cluster of {which} is not tfship's: tfship does not stop clusters it did not start",
+                              "stop it with its own tools")

@@ -22,6 +22,9 @@ REGRESS = "tensorflow/serving/regress"
 # tfship.server ignore other files in it, so the smoke sample travels with the model into the serving image.
 EXTRA_DIR = "assets.extra"
 SMOKE_SAMPLE_FILE = "smoke_sample.json"
+# TF Serving replays this TFRecord file of PredictionLog at load (--enable_model_warmup, on by default), and so
+# does tfship.server: the first real request then finds every signature traced and its kernels ready.
+WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 def seed_everything(seed: int) -> None:
@@ -122,3 +125,42 @@ def check_accuracy(name: str, accuracy: float, held_out: int, seed: int, minimum
     log(f"{name}: held-out accuracy {accuracy:.4f} on {held_out} images (seed {seed})")
     if accuracy < minimum:
         raise RuntimeError(f"held-out accuracy {accuracy:.4f} is below {minimum}; try another seed")
+
+
+def write_warmup_requests(export_dir: Path, predict: Mapping[str, Mapping[str, Any]],
+                          classify: Mapping[str, list[Mapping[str, list[float]]]] = {},
+                          regress: Mapping[str, list[Mapping[str, list[float]]]] = {}) -> Path:
+    """TF Serving's warmup file: one predict request per signature in `predict` (alias -> float rows), one
+    classify / regress request per signature from examples given as {feature: floats}."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import classification_pb2, prediction_log_pb2, regression_pb2
+
+    def examples(rows: list[Mapping[str, list[float]]]) -> list:
+        return [tf.train.Example(features=tf.train.Features(feature={
+            name: tf.train.Feature(float_list=tf.train.FloatList(value=values)) for name, values in row.items()}))
+            for row in rows]
+
+    logs = []
+    for signature, inputs in predict.items():
+        log = prediction_log_pb2.PredictionLog()
+        log.predict_log.request.model_spec.signature_name = signature
+        for alias, rows in inputs.items():
+            log.predict_log.request.inputs[alias].CopyFrom(tf.make_tensor_proto(np.asarray(rows, np.float32)))
+        logs.append(log)
+    for signature, rows in classify.items():
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.signature_name = signature
+        request.input.example_list.examples.extend(examples(rows))
+        logs.append(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(request=request)))
+    for signature, rows in regress.items():
+        request = regression_pb2.RegressionRequest()
+        request.model_spec.signature_name = signature
+        request.input.example_list.examples.extend(examples(rows))
+        logs.append(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=request)))
+    path = export_dir / EXTRA_DIR / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString(deterministic=True))
+    return path

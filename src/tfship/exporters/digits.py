@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfship.exporters.common import (CLASSIFY, PREDICT, check_accuracy, glorot, seed_everything, set_method_names,
-                                     train_classifier, write_smoke_sample)
+                                     train_classifier, write_smoke_sample, write_warmup_requests)
 
 FEATURE = "pixels"
 LABELS = [str(digit) for digit in range(10)]
@@ -26,6 +26,7 @@ TRAIN_STEPS = 300
 LEARNING_RATE = 0.01
 HELD_OUT_FRACTION = 0.2
 SMOKE_SAMPLE_SIZE = 50
+WARMUP_ROWS = 4  # held-out images replayed by the server at load (assets.extra/tf_serving_warmup_requests)
 
 
 def data(seed: int):
@@ -78,6 +79,9 @@ def export(export_dir: Path, *, seed: int = 0, log=print) -> dict[str, Any]:
             "expected_labels": [LABELS[label] for label in y_test[:SMOKE_SAMPLE_SIZE]],
         },
     )
+    warmup_rows = x_test[:WARMUP_ROWS].tolist()
+    write_warmup_requests(export_dir, predict={"serving_default": {FEATURE: warmup_rows}},
+                          classify={"classify": [{FEATURE: row} for row in warmup_rows]})
     return {"accuracy": accuracy, "held_out": int(len(y_test)), "signatures": sorted(signatures)}
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tfship.exporters.common import CLASSIFY, PREDICT, REGRESS, set_method_names, write_smoke_sample
+from tfship.exporters.common import CLASSIFY, PREDICT, REGRESS, set_method_names, write_smoke_sample, \
+    write_warmup_requests
 
 METHOD_NAMES = {
     "serving_default": PREDICT,
@@ -55,6 +56,13 @@ def export(export_dir: Path, *, seed: int = 0, log=print) -> dict[str, Any]:
             "inputs": SAMPLE_INPUTS,
             "expected_outputs": expected,
         },
+    )
+    sample_examples = [{"x": row, "x2": row} for row in SAMPLE_INPUTS]
+    write_warmup_requests(
+        export_dir,
+        predict={"serving_default": {"x": SAMPLE_INPUTS}, "regress_x2_to_y3": {"inputs": SAMPLE_INPUTS}},
+        classify={"classify_x_to_y": sample_examples},
+        regress={name: sample_examples for name in ("regress_x_to_y", "regress_x_to_y2")},
     )
     log(f"half_plus_two: y = 0.5*x + 2 with signatures {', '.join(sorted(signatures))}")
     return {"signatures": sorted(signatures)}

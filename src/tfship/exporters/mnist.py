@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfship.exporters.common import (CLASSIFY, PREDICT, check_accuracy, glorot, seed_everything, set_method_names,
-                                     train_classifier, write_smoke_sample)
+                                     train_classifier, write_smoke_sample, write_warmup_requests)
 
 SIDE = 28
 BOX = 20  # MNIST fits each digit into 20×20 and centres it in 28×28
@@ -29,6 +29,7 @@ TRAIN_STEPS = 300
 LEARNING_RATE = 0.005
 HELD_OUT_FRACTION = 0.2
 SMOKE_SAMPLE_SIZE = 50
+WARMUP_ROWS = 4
 INK_THRESHOLD = 0.1
 
 
@@ -130,6 +131,9 @@ def export(export_dir: Path, *, seed: int = 0, log=print) -> dict[str, Any]:
             "expected_labels": [LABELS[label] for label in y_test[:SMOKE_SAMPLE_SIZE]],
         },
     )
+    warmup_rows = x_test[:WARMUP_ROWS].tolist()  # replayed by the server at load
+    write_warmup_requests(export_dir, predict={"predict_images": {"images": warmup_rows}},
+                          classify={"serving_default": [{FEATURE: row} for row in warmup_rows]})
     return {"accuracy": accuracy, "held_out": int(len(y_test)), "signatures": sorted(signatures)}
 
 

@@ -27,6 +27,7 @@ from tfship.registry.address import (
     is_loopback,
     parse_registry_url,
     split_address,
+    split_host,
 )
 from tfship.registry.catalog import (
     TransientRegistryError,
@@ -100,12 +101,18 @@ def credentials(config: Config) -> Credentials | None:
     from_env = env_credentials()
     if config.registry.local and not config.registry.auth:
         return None
-    if from_env:
-        return from_env
     address = parse_registry_url(target_address(config)).registry
     if config.registry.local:
-        return LocalSite(address, auth=True).stored_credentials()
-    return docker_store_credentials(address)
+        return from_env or LocalSite(address, auth=True).stored_credentials()
+    found = from_env or docker_store_credentials(address)
+    if found and resolve(config).scheme == "http" and not is_loopback(split_host(address)[0]) \
+            and not config.registry.allow_plain_http_credentials:
+        # Basic credentials over plain HTTP can be read by anyone on the path to that host.
+        raise RegistryError(
+            f"credentials for registry {address} would travel over plain HTTP (registry.insecure) to another machine",
+            "serve it over TLS (registry.insecure: false, registry.ca_file if its CA is private), or accept the risk "
+            "with registry.allow_plain_http_credentials: true")
+    return found
 
 
 def up(config: Config, auth: bool | None = None) -> RegistryInfo:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from tfship.server.flags import USAGE_EXIT_CODE, FlagError, ServerOptions, parse_flags
+from tfship.server.flags import USAGE_EXIT_CODE, FlagError, ServerOptions, grpc_channel_arguments, parse_flags
 
 if TYPE_CHECKING:  # the real imports wait for start(): TensorFlow is slow to import, flag errors are not
     import grpc
@@ -68,12 +68,14 @@ def _configure_tensorflow(options: ServerOptions) -> None:
 def start(options: ServerOptions) -> RunningServer:
     """Load the configured models (blocking), then bind and start gRPC and REST. Raises FlagError or
     RuntimeError with a one-line message when the models cannot be served or a port cannot be bound."""
-    from tfship.server.model_config import initial_model_server_config, read_model_server_config, \
-        read_monitoring_config
+    from tfship.server.model_config import initial_model_server_config, read_batching_parameters, \
+        read_model_server_config, read_monitoring_config
 
     # Config mistakes are reported before TensorFlow's import (seconds) is paid.
     config = initial_model_server_config(options)
     monitoring = read_monitoring_config(options.monitoring_config_file)
+    batching = read_batching_parameters(options.batching_parameters_file) if options.enable_batching else None
+    channel_arguments = grpc_channel_arguments(options.grpc_channel_arguments)
     _configure_tensorflow(options)
     from tfship.server.grpc_api import build_grpc_server, update_health
     from tfship.server.metrics import Metrics
@@ -81,7 +83,10 @@ def start(options: ServerOptions) -> RunningServer:
     from tfship.server.rest_api import RestServer
     from tfship.server.status import ServingError
 
-    manager = ModelManager(options.allow_version_labels_for_unavailable_models, options.enable_batching)
+    from tfship.server.warmup import warm_up
+
+    manager = ModelManager(options.allow_version_labels_for_unavailable_models, batching,
+                           warm_up if options.enable_model_warmup else None)
     try:
         manager.apply_config(config)
     except ServingError as error:
@@ -91,7 +96,7 @@ def start(options: ServerOptions) -> RunningServer:
     metrics = Metrics()
     try:
         grpc_server, health = build_grpc_server(manager, metrics, f"{options.bind_address}:{options.port}",
-                                                options.grpc_max_threads)
+                                                options.grpc_max_threads, channel_arguments)
     except RuntimeError as error:
         raise RuntimeError(f"cannot listen for gRPC on {options.bind_address}:{options.port}: {error}")
     rest_server = None

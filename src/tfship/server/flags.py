@@ -33,7 +33,10 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
-    enable_batching: bool = False  # opportunistic: merges concurrent requests, never waits to fill a batch
+    enable_batching: bool = False  # opportunistic unless --batching_parameters_file says otherwise (batching.py)
+    batching_parameters_file: str = ""  # TF Serving's BatchingParameters, protobuf text format
+    enable_model_warmup: bool = True  # replay assets.extra/tf_serving_warmup_requests at load (warmup.py)
+    grpc_channel_arguments: str = ""  # comma-separated key=value, e.g. grpc.max_connection_age_ms=30000
     # tfship extensions, not in tensorflow_model_server:
     bind_address: str = "0.0.0.0"
     shutdown_grace_seconds: float = 10.0
@@ -86,6 +89,32 @@ def parse_flags(argv: list[str]) -> ServerOptions:
         raise FlagError(f"--port and --rest_api_port are both {options.port}: give them different ports")
     if options.rest_api_timeout_in_ms <= 0:
         raise FlagError("--rest_api_timeout_in_ms must be positive")
+    for name in ("grpc_max_threads", "rest_api_num_threads"):
+        if getattr(options, name) < 1:
+            raise FlagError(f"--{name}={getattr(options, name)} must be at least 1")
+    if options.batching_parameters_file and not options.enable_batching:
+        raise FlagError("--batching_parameters_file is set without setting --enable_batching to true")
+    grpc_channel_arguments(options.grpc_channel_arguments)  # refused now rather than after TensorFlow's import
     if options.shutdown_grace_seconds < 0:
         raise FlagError("--shutdown_grace_seconds must not be negative")
     return options
+
+
+INT32_RANGE = range(-2**31, 2**31)
+
+
+def grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """--grpc_channel_arguments as TF Serving reads it: `key=value` pairs separated by commas, a value that is a
+    32-bit integer passed as one, anything else as a string (gRPC ignores keys it does not know)."""
+    arguments: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise FlagError(f"--grpc_channel_arguments: {item!r} is not key=value "
+                            "(e.g. grpc.max_connection_age_ms=30000)")
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        arguments.append((key.strip(), number if number is not None and number in INT32_RANGE else value))
+    return arguments

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent import futures
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,9 +22,8 @@ from tensorflow_serving.apis import (
 )
 
 from tfship.server import inference
-from tfship.server.flags import FlagError
 from tfship.server.metrics import Metrics
-from tfship.server.model_config import validate_model_server_config
+from tfship.server.model_config import config_list_problem
 from tfship.server.models import DEFAULT_SIGNATURE, ModelManager, ModelVersion
 from tfship.server.status import ServingError, invalid_argument
 from tfship.server.tensors import ndarray_to_proto, proto_to_ndarray, serialized_examples_from_input
@@ -33,8 +32,9 @@ Response = TypeVar("Response")
 
 
 def resolve_spec(manager: ModelManager, spec: model_pb2.ModelSpec) -> ModelVersion:
+    """ServerCore::GetServableHandle: the version a ModelSpec names (latest, specific or by label)."""
     if not spec.name:
-        raise invalid_argument("Missing ModelSpec name")
+        raise invalid_argument("ModelSpec has no name specified.")
     choice = spec.WhichOneof("version_choice")
     version = spec.version.value if choice == "version" else None
     label = spec.version_label if choice == "version_label" else None
@@ -53,24 +53,30 @@ class _Handler:
         self.manager = manager
         self.metrics = metrics
 
-    def _serve(self, context: grpc.ServicerContext, api: str, model_name: str, work: Callable[[], Response]) -> Response:
+    def _serve(self, context: grpc.ServicerContext, api: str | None, model_name: str,
+               work: Callable[[], Response]) -> Response:
+        """Runs work, answering a ServingError with its code. As prediction_service_impl.cc, only Predict,
+        Classify and Regress (api given) are counted in request_count, and timed in request_latency when OK."""
         started = time.perf_counter()
-        status = "OK"
+        status = grpc.StatusCode.OK
         try:
             return work()
         except ServingError as error:
-            status = error.code.name
+            status = error.code
             context.abort(error.code, error.message)
             raise  # unreachable: abort raises
         finally:
-            self.metrics.record(model_name, api, "GRPC", status, time.perf_counter() - started)
+            if api is not None:
+                self.metrics.record_request(model_name, status.name)
+                if status == grpc.StatusCode.OK:
+                    self.metrics.record_latency(model_name, api, "GRPC", time.perf_counter() - started)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _Handler):
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         def work() -> predict_pb2.PredictResponse:
             version = resolve_spec(self.manager, request.model_spec)
-            signature = version.signature(request.model_spec.signature_name)
+            signature = version.signature(request.model_spec.signature_name)  # FAILED_PRECONDITION, as RunPredict
             inputs = {alias: proto_to_ndarray(tensor, alias) for alias, tensor in request.inputs.items()}
             outputs = signature.run(inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
@@ -79,11 +85,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
                 response.outputs[alias].CopyFrom(ndarray_to_proto(array))
             return response
 
-        return self._serve(context, "predict", request.model_spec.name, work)
+        return self._serve(context, "Predict", request.model_spec.name, work)
 
     def Classify(self, request: classification_pb2.ClassificationRequest,
                  context: grpc.ServicerContext) -> classification_pb2.ClassificationResponse:
         def work() -> classification_pb2.ClassificationResponse:
+            if not request.HasField("model_spec"):
+                raise invalid_argument("Missing ModelSpec")
             version = resolve_spec(self.manager, request.model_spec)
             serialized = serialized_examples_from_input(request.input)
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -92,11 +100,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
             _fill_spec(response.model_spec, version, signature_name)
             return response
 
-        return self._serve(context, "classify", request.model_spec.name, work)
+        return self._serve(context, "Classify", request.model_spec.name, work)
 
     def Regress(self, request: regression_pb2.RegressionRequest,
                 context: grpc.ServicerContext) -> regression_pb2.RegressionResponse:
         def work() -> regression_pb2.RegressionResponse:
+            if not request.HasField("model_spec"):
+                raise invalid_argument("Missing ModelSpec")
             version = resolve_spec(self.manager, request.model_spec)
             serialized = serialized_examples_from_input(request.input)
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -105,7 +115,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
             _fill_spec(response.model_spec, version, signature_name)
             return response
 
-        return self._serve(context, "regress", request.model_spec.name, work)
+        return self._serve(context, "Regress", request.model_spec.name, work)
 
     def MultiInference(self, request: inference_pb2.MultiInferenceRequest,
                        context: grpc.ServicerContext) -> inference_pb2.MultiInferenceResponse:
@@ -139,18 +149,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
             return response
 
         name = request.tasks[0].model_spec.name if request.tasks else ""
-        return self._serve(context, "multi_inference", name, work)
+        return self._serve(context, None, name, work)
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
                          context: grpc.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
         def work() -> get_model_metadata_pb2.GetModelMetadataResponse:
             return model_metadata(self.manager, request)
 
-        return self._serve(context, "get_model_metadata", request.model_spec.name, work)
+        return self._serve(context, None, request.model_spec.name, work)
 
 
 def model_metadata(manager: ModelManager,
                    request: get_model_metadata_pb2.GetModelMetadataRequest) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
     if not request.metadata_field:
         raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
     for field_name in request.metadata_field:
@@ -165,15 +177,11 @@ def model_metadata(manager: ModelManager,
 
 def model_status(manager: ModelManager,
                  request: get_model_status_pb2.GetModelStatusRequest) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatusImpl: one version when the spec names one, else all; a version_label is ignored there."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
     spec = request.model_spec
-    if not spec.name:
-        raise invalid_argument("Missing ModelSpec name")
-    choice = spec.WhichOneof("version_choice")
-    statuses = manager.statuses(
-        spec.name,
-        spec.version.value if choice == "version" else None,
-        spec.version_label if choice == "version_label" else None,
-    )
+    statuses = manager.statuses(spec.name, spec.version.value if spec.HasField("version") else None)
     response = get_model_status_pb2.GetModelStatusResponse()
     for status in statuses:
         entry = response.model_version_status.add()
@@ -200,29 +208,39 @@ def _fill_result_regress(target: regression_pb2.RegressionResult, values: list[f
 class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Handler):
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,
                        context: grpc.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
-        return self._serve(context, "get_model_status", request.model_spec.name,
-                           lambda: model_status(self.manager, request))
+        return self._serve(context, None, request.model_spec.name, lambda: model_status(self.manager, request))
 
     def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest,
                                   context: grpc.ServicerContext) -> model_management_pb2.ReloadConfigResponse:
+        """model_service_impl.cc: only a model_config_list is accepted; ServerCore::ReloadConfig's refusals keep
+        their codes (e.g. FAILED_PRECONDITION for a label on an unavailable version); metric_names are answered
+        with how much each metric grew during the reload."""
         def work() -> model_management_pb2.ReloadConfigResponse:
-            try:
-                validate_model_server_config(request.config, "ReloadConfigRequest")
-            except FlagError as error:
-                raise invalid_argument(str(error))
+            before = {name: self.metrics.first_value(name) for name in request.metric_names}
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                                       "ModelConfigList is currently supported")
+            problem = config_list_problem(request.config)
+            if problem:
+                raise invalid_argument(problem)
             self.manager.apply_config(request.config)
-            return model_management_pb2.ReloadConfigResponse()
+            response = model_management_pb2.ReloadConfigResponse()
+            for name, value in before.items():
+                response.metric.add(name=name, int64_value_increase=self.metrics.first_value(name) - value)
+            return response
 
-        return self._serve(context, "reload_config", "", work)
+        return self._serve(context, None, "", work)
 
 
-def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str,
-                      max_workers: int) -> tuple[grpc.Server, health.HealthServicer]:
-    """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot."""
+def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, max_workers: int,
+                      channel_arguments: Sequence[tuple[str, int | str]] = ()) -> tuple[grpc.Server, health.HealthServicer]:
+    """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot.
+    Messages of any size by default (TF Serving: INT32_MAX); --grpc_channel_arguments override any option."""
+    options = {"grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1, "grpc.so_reuseport": 0}
+    options.update(channel_arguments)  # one value per key: which duplicate gRPC would honour is not documented
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0)],
+        options=list(options.items()),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, metrics), server)

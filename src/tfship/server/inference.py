@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
 
 import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
 
-from tfship.server.models import DEFAULT_SIGNATURE, ModelVersion
-from tfship.server.status import invalid_argument
+from tfship.server.models import ModelVersion, Signature
 from tfship.server.rest_json import outputs_json, predictions_json
-from tfship.server.tensors import json_to_ndarray
+from tfship.server.rest_request import PredictBody, tensors_from_inputs, tensors_from_instances
+from tfship.server.status import ServingError, invalid_argument
+from tfship.server.tensors import data_type_string
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+# The aliases classify and regress signatures must use (signature_constants.h).
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
+
+
+_JSON_WRITABLE = {np.dtype(name) for name in ("float32", "float64", "int32", "int16", "int8", "uint8", "int64", "bool",
+                                              "uint32", "uint64")}
 
 
 @dataclass(frozen=True)
@@ -22,133 +35,123 @@ class Classification:
     score: float
 
 
-def _single_input_alias(version: ModelVersion, signature_name: str, method: str, kind: str) -> str:
-    signature = version.signature(signature_name)
-    if signature.method_name != method:
-        raise invalid_argument(
-            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
-        )
-    if len(signature.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
-    return next(iter(signature.inputs))
+def _tensor_shape(array: np.ndarray) -> str:
+    """TensorShape::DebugString."""
+    return "[" + ",".join(str(size) for size in array.shape) + "]"
+
+
+def _signature_text(signature: Signature) -> str:
+    """SignatureDef::DebugString, which TF Serving's signature errors quote."""
+    return text_format.MessageToString(signature.definition)
+
+
+def _no_signature(name: str) -> ServingError:
+    return invalid_argument(f"No signature was found with the name: {name}")
 
 
 def classify(version: ModelVersion, signature_name: str, serialized: list[bytes]) -> list[list[Classification]]:
-    alias = _single_input_alias(version, signature_name, CLASSIFY_METHOD, "classification")
-    signature = version.signature(signature_name)
-    wanted = [name for name in ("classes", "scores") if name in signature.definition.outputs]
+    """RunClassify (classifier.cc): the signature checks of PreProcessClassification (no method-name check, TF
+    Serving's default), the run, and PostProcessClassificationResult's checks of classes and scores."""
+    signature = version.signature(signature_name, _no_signature)
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    outputs = signature.definition.outputs
+    if len(outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(outputs)}")
+    if CLASSIFY_INPUTS not in signature.inputs:
+        raise invalid_argument(f"No classification inputs found in SignatureDef: {_signature_text(signature)}")
+    wanted = [name for name in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if name in outputs]
     if not wanted:
-        raise invalid_argument("Expected classification signature outputs to contain classes or scores.")
-    outputs = signature.run({alias: np.array(serialized, dtype=object)}, wanted)
+        raise invalid_argument('Expected classification signature outputs to contain at least one of "classes" or '
+                               f'"scores". Signature was: {_signature_text(signature)}')
+    _require_examples(serialized)
+    results = signature.run({CLASSIFY_INPUTS: np.array(serialized, dtype=object)}, wanted)
     batch = len(serialized)
-    classes = _as_batch_matrix(outputs.get("classes"), batch, "classes")
-    scores = _as_batch_matrix(outputs.get("scores"), batch, "scores")
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise invalid_argument(f"Tensors class and score should match in shape: {classes.shape} vs {scores.shape}")
+    classes, scores = results.get(CLASSIFY_CLASSES), results.get(CLASSIFY_SCORES)
+    for alias, array, dtype in ((CLASSIFY_CLASSES, classes, "DT_STRING"), (CLASSIFY_SCORES, scores, "DT_FLOAT")):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {_tensor_shape(array)}")
+        got = "DT_STRING" if array.dtype.kind in "OSU" else _dtype_enum_name(array)
+        if got != dtype:
+            raise invalid_argument(f"Expected {alias} Tensor of {dtype}. Got: {got}")
+        if array.shape[0] != batch:
+            raise invalid_argument(f"Expected {alias} output batch size of {batch}. Got: {array.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
+                               f"{scores.shape[1]}")
     width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
-    results = []
-    for row in range(batch):
-        results.append([
-            Classification(
-                label=classes[row, column].decode("utf-8", errors="replace") if classes is not None else "",
-                score=float(scores[row, column]) if scores is not None else 0.0,
-            )
-            for column in range(width)
-        ])
-    return results
+    return [
+        [Classification(label=classes[row, column].decode("utf-8", errors="replace") if classes is not None else "",
+                        score=float(scores[row, column]) if scores is not None else 0.0)
+         for column in range(width)]
+        for row in range(batch)
+    ]
 
 
 def regress(version: ModelVersion, signature_name: str, serialized: list[bytes]) -> list[float]:
-    alias = _single_input_alias(version, signature_name, REGRESS_METHOD, "regression")
-    signature = version.signature(signature_name)
-    if "outputs" not in signature.definition.outputs:
-        raise invalid_argument("No output tensor named outputs found in signature.")
-    values = signature.run({alias: np.array(serialized, dtype=object)}, ["outputs"])["outputs"]
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1 or values.shape[0] != len(serialized):
-        raise invalid_argument(f"Expected output Tensor shape to be [batch_size] or [batch_size, 1] but got "
-                               f"{list(values.shape)}")
-    return [float(value) for value in values]
+    """RunRegress (regressor.cc): PreProcessRegression's signature checks, the run, PostProcessRegressionResult."""
+    signature = version.signature(signature_name, _no_signature)
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(signature.definition.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if REGRESS_INPUTS not in signature.inputs:
+        raise invalid_argument(f"No regression inputs found in SignatureDef: {_signature_text(signature)}")
+    if REGRESS_OUTPUTS not in signature.definition.outputs:
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {_signature_text(signature)}")
+    _require_examples(serialized)
+    values = signature.run({REGRESS_INPUTS: np.array(serialized, dtype=object)}, [REGRESS_OUTPUTS])[REGRESS_OUTPUTS]
+    batch = len(serialized)
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise invalid_argument("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                               f"{_tensor_shape(values)}")
+    if values.shape[0] != batch:
+        raise invalid_argument(f"Input batch size did not match output batch size: {batch} vs. {values.shape[0]}")
+    if values.dtype != np.float32:
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(values)}")
+    return [float(value) for value in values.ravel()]
 
 
-def _as_batch_matrix(array: np.ndarray | None, batch: int, alias: str) -> np.ndarray | None:
-    if array is None:
-        return None
-    if array.ndim == 1:
-        array = array.reshape(-1, 1)
-    if array.ndim != 2 or array.shape[0] != batch:
-        raise invalid_argument(f"Expected Tensor shape: [{batch} num_classes] but got {list(array.shape)} for "
-                               f"{alias}")
-    return array
+def _require_examples(serialized: list[bytes]) -> None:
+    if not serialized:
+        raise invalid_argument("Input is empty.")
+
+
+def _dtype_enum_name(array: np.ndarray) -> str:
+    return types_pb2.DataType.Name(tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
 
 
 # --- REST predict: row ("instances") and columnar ("inputs") formats --------------------------------------
 
-def predict_json(version: ModelVersion, body: dict[str, Any]) -> bytes:
-    """The response body of a REST predict: {"predictions": rows} or {"outputs": columns}."""
-    signature_name = body.get("signature_name") or DEFAULT_SIGNATURE
-    if not isinstance(signature_name, str):
-        raise invalid_argument("'signature_name' must be a string")
-    signature = version.signature(signature_name)
-    has_rows, has_columns = "instances" in body, "inputs" in body
-    if has_rows == has_columns:
-        raise invalid_argument("Missing 'inputs' or 'instances' key" if not has_rows
-                               else "Not formatted correctly: 'instances' and 'inputs' both present")
-    aliases = sorted(signature.inputs)
-    if has_rows:
-        inputs = _row_inputs(body["instances"], signature.inputs, aliases)
+def predict_json(version: ModelVersion, body: PredictBody, may_hold_booleans: bool = True) -> bytes:
+    """The response body of a REST predict (FillPredictRequestFromJson, Predict, MakeJsonFromTensors)."""
+    signature = version.signature(
+        body.signature_name,
+        lambda name: invalid_argument(f"Serving signature name: \"{name}\" not found in signature def"))
+    dtypes = {alias: spec.dtype.as_datatype_enum for alias, spec in signature.inputs.items()}
+    if not dtypes:
+        raise invalid_argument(f"Failed to get input map for signature: {body.signature_name or 'DEFAULT'}")
+    if body.row_format:
+        inputs = tensors_from_instances(body.payload, dtypes, may_hold_booleans)
     else:
-        inputs = _columnar_inputs(body["inputs"], signature.inputs, aliases)
+        inputs = tensors_from_inputs(body.payload, dtypes, may_hold_booleans)
     outputs = signature.run(inputs)
-    if has_columns:
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    for array in outputs.values():  # AddSingleValueAndAdvance writes these dtypes only
+        if array.dtype.kind not in "OS" and array.dtype not in _JSON_WRITABLE:
+            raise invalid_argument("Failed to write JSON value for tensor type: "
+                                   f"{data_type_string(tf.dtypes.as_dtype(array.dtype).as_datatype_enum)}")
+    if not body.row_format:
         return outputs_json(outputs)
-    batch_sizes = {array.shape[0] if array.ndim else None for array in outputs.values()}
-    if len(batch_sizes) != 1 or None in batch_sizes:
-        raise invalid_argument("Output tensors do not share a batch dimension: use the columnar 'inputs' format")
+    batch_size = None
+    for alias, array in sorted(outputs.items()):  # MakeRowFormatJsonFromTensors
+        if array.ndim == 0:
+            raise invalid_argument(f"Tensor name: {alias} has no shape information ")
+        if batch_size is not None and array.shape[0] != batch_size:
+            raise invalid_argument(f"Tensor name: {alias} has inconsistent batch size: {array.shape[0]} "
+                                   f"expecting: {batch_size}")
+        batch_size = array.shape[0]
     return predictions_json(outputs)
-
-
-def _row_inputs(instances: Any, specs: dict[str, Any], aliases: Sequence[str]) -> dict[str, np.ndarray]:
-    if not isinstance(instances, list) or not instances:
-        raise invalid_argument("'instances' must be a non-empty list")
-    named = [isinstance(item, dict) and not (set(item) == {"b64"}) for item in instances]
-    if all(named):
-        columns: dict[str, list[Any]] = {alias: [] for alias in instances[0]}
-        for item in instances:
-            if set(item) != set(columns):
-                raise invalid_argument("Expecting all instances to have the same named inputs "
-                                       f"{sorted(columns)}, got {sorted(item)}")
-            for alias, value in item.items():
-                columns[alias].append(value)
-        for alias in columns:
-            if alias not in specs:
-                raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
-                                       f"Inputs expected to be in the set {{{','.join(aliases)}}}.")
-        return {alias: _stack(values, specs[alias].dtype, alias) for alias, values in columns.items()}
-    if any(named):
-        raise invalid_argument("Expecting all instances to be either objects (named inputs) or values")
-    if len(aliases) != 1:
-        raise invalid_argument(f"The signature has {len(aliases)} inputs {list(aliases)}: "
-                               "instances must be objects naming each input")
-    return {aliases[0]: _stack(instances, specs[aliases[0]].dtype, aliases[0])}
-
-
-def _stack(values: list[Any], dtype: Any, alias: str) -> np.ndarray:
-    array = json_to_ndarray(values, dtype, alias)
-    if array.dtype == object and array.ndim == 0:
-        raise invalid_argument(f"input {alias}: instances have different shapes")
-    return array
-
-
-def _columnar_inputs(columns: Any, specs: dict[str, Any], aliases: Sequence[str]) -> dict[str, np.ndarray]:
-    if isinstance(columns, dict) and not set(columns) == {"b64"}:
-        for alias in columns:
-            if alias not in specs:
-                raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
-                                       f"Inputs expected to be in the set {{{','.join(aliases)}}}.")
-        return {alias: json_to_ndarray(value, specs[alias].dtype, alias) for alias, value in columns.items()}
-    if len(aliases) != 1:
-        raise invalid_argument(f"The signature has {len(aliases)} inputs {list(aliases)}: "
-                               "'inputs' must be an object naming each input")
-    return {aliases[0]: json_to_ndarray(columns, specs[aliases[0]].dtype, aliases[0])}

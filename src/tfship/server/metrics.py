@@ -1,55 +1,87 @@
-"""Request counts and latencies in Prometheus text format, named like TF Serving's own metrics."""
+"""TF Serving's request metrics, exported in Prometheus text format as its PrometheusExporter writes them.
+
+`/tensorflow/serving/request_count` {model_name, status} counts requests; `/tensorflow/serving/request_latency`
+{model_name, API, entrypoint} is a histogram in microseconds with TF's buckets (ExponentialBuckets(10, 1.8, 33),
+plus one up to DBL_MAX). Which requests land where is decided by the callers, as in TF Serving's
+prediction_service_impl.cc (gRPC) and http_server.cc (REST).
+"""
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import defaultdict
 
-# Latency buckets in microseconds, as TF Serving reports request_latency.
-_BUCKETS_US = [10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000]
+REQUEST_COUNT = "/tensorflow/serving/request_count"
+REQUEST_LATENCY = "/tensorflow/serving/request_latency"
+_BUCKET_LIMITS_US = [10 * 1.8**index for index in range(33)]
+
+Labels = tuple[tuple[str, str], ...]
 
 
-def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    return ",".join(f'{key}="{value}"' for key, value in pairs)
+def prometheus_name(metric: str) -> str:
+    """GetPrometheusMetricName: every character outside [a-zA-Z0-9_] becomes ':'."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else ":" for c in metric)
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _labels(pairs: Labels) -> str:
+    return ",".join(f'{key}="{_label_value(value)}"' for key, value in pairs)
+
+
+def _number(value: float) -> str:
+    """absl::StrCat of a double: printf's %g."""
+    return "%g" % value
 
 
 class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[tuple[str, str], ...], int] = defaultdict(int)
-        self._latency_buckets: dict[tuple[tuple[str, str], ...], list[int]] = {}
-        self._latency_sums: dict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        self._counts: dict[Labels, int] = defaultdict(int)
+        self._latency_buckets: dict[Labels, list[int]] = {}
+        self._latency_sums: dict[Labels, float] = defaultdict(float)
 
-    def record(self, model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
-        count_key = (("model_name", model_name), ("status", status))
-        latency_key = (("model_name", model_name), ("API", api), ("entrypoint", entrypoint))
-        micros = seconds * 1e6
+    def record_request(self, model_name: str, status: str) -> None:
+        """RecordModelRequestCount: status is the canonical code's name (OK, INVALID_ARGUMENT, ...)."""
         with self._lock:
-            self._counts[count_key] += 1
-            buckets = self._latency_buckets.setdefault(latency_key, [0] * (len(_BUCKETS_US) + 1))
-            for index, bound in enumerate(_BUCKETS_US):
-                if micros <= bound:
-                    buckets[index] += 1
-                    break
-            else:
-                buckets[-1] += 1
-            self._latency_sums[latency_key] += micros
+            self._counts[(("model_name", model_name), ("status", status))] += 1
+
+    def record_latency(self, model_name: str, api: str, entrypoint: str, seconds: float) -> None:
+        """RecordRequestLatency, in whole microseconds."""
+        micros = int(seconds * 1e6)
+        key = (("model_name", model_name), ("API", api), ("entrypoint", entrypoint))
+        with self._lock:
+            buckets = self._latency_buckets.setdefault(key, [0] * (len(_BUCKET_LIMITS_US) + 1))
+            buckets[bisect.bisect_right(_BUCKET_LIMITS_US, micros)] += 1  # a bucket holds values below its limit
+            self._latency_sums[key] += micros
+
+    def first_value(self, metric: str) -> int:
+        """The int64 value of a counter's first point (0 when it has none), as ReloadConfigRequest's
+        metric_names read it."""
+        if metric != REQUEST_COUNT:
+            return 0
+        with self._lock:
+            return self._counts[min(self._counts)] if self._counts else 0
 
     def exposition(self) -> str:
         with self._lock:
             counts = dict(self._counts)
             buckets = {key: list(value) for key, value in self._latency_buckets.items()}
             sums = dict(self._latency_sums)
-        lines = ["# TYPE :tensorflow:serving:request_count counter"]
+        count_name, latency_name = prometheus_name(REQUEST_COUNT), prometheus_name(REQUEST_LATENCY)
+        lines = [f"# TYPE {count_name} counter"]
         for key, count in sorted(counts.items()):
-            lines.append(f":tensorflow:serving:request_count{{{_labels(key)}}} {count}")
-        lines.append("# TYPE :tensorflow:serving:request_latency histogram")
+            lines.append(f"{count_name}{{{_labels(key)}}} {count}")
+        lines.append(f"# TYPE {latency_name} histogram")
         for key, per_bucket in sorted(buckets.items()):
             cumulative = 0
-            for bound, hits in zip([*map(str, _BUCKETS_US), "+Inf"], per_bucket):
+            limits = [*map(_number, _BUCKET_LIMITS_US), "+Inf"]
+            for limit, hits in zip(limits, per_bucket):
                 cumulative += hits
-                lines.append(f":tensorflow:serving:request_latency_bucket{{{_labels(key)},le=\"{bound}\"}} "
-                             f"{cumulative}")
-            lines.append(f":tensorflow:serving:request_latency_sum{{{_labels(key)}}} {sums[key]:.0f}")
-            lines.append(f":tensorflow:serving:request_latency_count{{{_labels(key)}}} {cumulative}")
+                lines.append(f'{latency_name}_bucket{{{_labels(key)},le="{limit}"}} {cumulative}')
+            lines.append(f"{latency_name}_sum{{{_labels(key)}}} {_number(sums[key])}")
+            lines.append(f"{latency_name}_count{{{_labels(key)}}} {cumulative}")
         return "\n".join(lines) + "\n"

@@ -20,8 +20,9 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfship.server.batching import OpportunisticBatcher
-from tfship.server.status import ServingError, code_from_number, invalid_argument, not_found
+from tfship.server.batching import BatchingOptions, BatchScheduler
+from tfship.server.tensors import data_type_string
+from tfship.server.status import ServingError, code_from_number, failed_precondition, invalid_argument, not_found
 
 log = logging.getLogger("tfship.server")
 
@@ -62,53 +63,87 @@ class Signature:
     """One SignatureDef of a loaded version and the concrete function that runs it (built once, at load)."""
 
     def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable[..., Any],
-                 batching: bool = False):
+                 batching: BatchingOptions | None = None):
         self.name = name
         self.definition = definition
         self.method_name = definition.method_name
         self.function = function
         self.inputs = {alias: InputSpec.of(info.dtype) for alias, info in definition.inputs.items()}
         self.output_aliases = sorted(definition.outputs)
-        self._batcher = OpportunisticBatcher(self._execute, name) if batching else None
+        self._batcher = BatchScheduler(self._execute, name, batching) if batching else None
+        self._call = _flat_caller(function, sorted(self.inputs)) or (lambda tensors: function(**tensors))
 
     def run(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        unknown = sorted(set(inputs) - set(self.inputs))
-        if unknown:
+        """PreProcessPrediction's checks (predict_util.cc), in its order and words, then the computation."""
+        wanted = self.check_request(inputs, output_filter)
+        if self._batcher is not None:
+            return self._batcher.run(inputs, wanted)
+        return self._execute(inputs, wanted)
+
+    def check_request(self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str]) -> tuple[str, ...]:
+        """The output aliases to fetch, or INVALID_ARGUMENT as TF Serving words it."""
+        expected = sorted(self.inputs)
+        if len(inputs) != len(self.inputs):  # VerifyRequestInputsSize (SignatureDef defaults are not supported)
+            sent = sorted(inputs)
             raise invalid_argument(
-                f"input tensor alias not found in signature: {unknown[0]}. "
-                f"Inputs expected to be in the set {{{','.join(sorted(self.inputs))}}}."
+                f"input size does not match signature: {len(inputs)}!={len(self.inputs)} len({{{','.join(sent)}}}) "
+                f"!= len({{{','.join(expected)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(expected)))}}}. "
+                f"Missing but required: {{{','.join(sorted(set(expected) - set(sent)))}}}."
             )
-        if len(inputs) != len(self.inputs):
-            raise invalid_argument(
-                f"input size does not match signature: {len(inputs)}!={len(self.inputs)} len({{"
-                f"{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(self.inputs))}}}). "
-                f"Sent extra: {{}}. Missing but required: {{{','.join(sorted(set(self.inputs) - set(inputs)))}}}."
-            )
+        for alias in sorted(inputs):
+            if alias not in self.inputs:
+                raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
+                                       f"Inputs expected to be in the set {{{','.join(expected)}}}.")
+        seen: set[str] = set()
         for alias in output_filter:
             if alias not in self.definition.outputs:
                 raise invalid_argument(
                     f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
                     f"{{{','.join(self.output_aliases)}}}."
                 )
-        for alias, array in inputs.items():
+            if alias in seen:
+                raise invalid_argument(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        for position, alias in enumerate(expected):  # the session's feed order: arg[i]
+            array = inputs[alias]
             spec = self.inputs[alias]
             if array.dtype != spec.numpy_dtype and not (spec.dtype == tf.string and array.dtype.kind in "OSU"):
                 given = tf.dtypes.as_dtype(tf.string if array.dtype.kind in "OSU" else array.dtype)
-                raise invalid_argument(f"Expects arg[{alias}] to be {spec.dtype.name} but {given.name} is provided")
-        wanted = tuple(output_filter) or tuple(self.output_aliases)
-        if self._batcher is not None:
-            return self._batcher.run(inputs, wanted)
-        return self._execute(inputs, wanted)
+                expected_name = data_type_string(spec.dtype.as_datatype_enum)
+                raise invalid_argument(f"Expects arg[{position}] to be {expected_name} but "
+                                       f"{data_type_string(given.as_datatype_enum)} is provided")
+        return tuple(output_filter) or tuple(self.output_aliases)
 
     def _execute(self, inputs: Mapping[str, np.ndarray], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
         tensors = {alias: tf.constant(array, dtype=self.inputs[alias].dtype) for alias, array in inputs.items()}
         try:
-            outputs = self.function(**tensors)
+            outputs = self._call(tensors)
         except tf.errors.OpError as error:
             raise ServingError(code_from_number(error.error_code), op_error_summary(error.message))
         except (ValueError, TypeError) as error:  # the concrete function refused the shapes or structure
             raise invalid_argument(str(error).split("\n")[0])
-        return {alias: outputs[alias].numpy() for alias in wanted}
+        return {alias: _as_array(outputs[alias].numpy()) for alias in wanted}
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """Tensor.numpy() gives a numpy scalar, or bytes for a string, when the tensor is a scalar."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
+
+
+def _predict_signature_missing(name: str) -> ServingError:
+    return failed_precondition(f"Serving signature key \"{name}\" not found.")
+
+
+def _flat_caller(function: Callable[..., Any], aliases: list[str]) -> Callable[[dict[str, Any]], Any] | None:
+    """A direct call of the loaded signature with its tensors in flat order, skipping the keyword binding and
+    input canonicalization of ConcreteFunction.__call__ (a fifth to a third of a small model's call; profiled).
+    Same outputs and runtime errors; None (use the plain call) when the function is not the expected kind."""
+    call_flat = getattr(function, "_call_flat", None)
+    structured = getattr(function, "structured_input_signature", None)
+    if call_flat is None or not structured or structured[0] or sorted(structured[1]) != aliases:
+        return None
+    captured = function.captured_inputs  # variables the graph reads; fixed for the loaded version
+    return lambda tensors: call_flat([tensors[alias] for alias in aliases], captured)
 
 
 def op_error_summary(message: str) -> str:
@@ -123,7 +158,7 @@ def op_error_summary(message: str) -> str:
 class ModelVersion:
     """A loaded SavedModel version: its signatures ready to run and its SignatureDefs for metadata."""
 
-    def __init__(self, model_name: str, version: int, path: str, batching: bool = False):
+    def __init__(self, model_name: str, version: int, path: str, batching: BatchingOptions | None = None):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -136,11 +171,13 @@ class ModelVersion:
                 continue
             self.signatures[name] = Signature(name, definition, available[name], batching)
 
-    def signature(self, name: str) -> Signature:
+    def signature(self, name: str, missing: Callable[[str], ServingError] | None = None) -> Signature:
+        """The signature called `name` (serving_default when empty); when there is none, the error `missing`
+        makes of the name (each API words it its own way), by default Predict's FAILED_PRECONDITION."""
         name = name or DEFAULT_SIGNATURE
         found = self.signatures.get(name)
         if found is None:
-            raise invalid_argument(f"Serving signature key \"{name}\" not found.")
+            raise (missing or _predict_signature_missing)(name)
         return found
 
     def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
@@ -206,9 +243,11 @@ class ManagedModel:
 class ModelManager:
     """Loads, serves and unloads versions of the configured models."""
 
-    def __init__(self, allow_labels_for_unavailable: bool = False, batching: bool = False):
+    def __init__(self, allow_labels_for_unavailable: bool = False, batching: BatchingOptions | None = None,
+                 warm_up: Callable[[ModelVersion], None] | None = None):
         self._models: dict[str, ManagedModel] = {}
         self._batching = batching
+        self._warm_up = warm_up  # runs on each new version before it becomes AVAILABLE; raising fails the load
         self._sync_lock = threading.Lock()
         self._allow_labels_for_unavailable = allow_labels_for_unavailable
         self.on_change: Callable[[], None] = lambda: None
@@ -216,20 +255,21 @@ class ModelManager:
     # --- configuration and polling ---
 
     def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Serve exactly the models of config: new ones loaded now, dropped ones unloaded. All or nothing:
-        when a label cannot be assigned the previous models keep serving unchanged."""
+        """Serve exactly the models of config: new ones loaded now, dropped ones unloaded. As ServerCore::
+        ReloadConfig, version labels are checked first, against the versions available now: a refused config
+        changes nothing."""
         with self._sync_lock:
+            self._check_labels(config)
             candidate: dict[str, ManagedModel] = {}
             for model_config in config.model_config_list.config:
                 current = self._models.get(model_config.name)
                 if current is None:
                     candidate[model_config.name] = ManagedModel(config=model_config)
-                else:  # a copy, so a refused config leaves the serving one untouched
+                else:
                     candidate[model_config.name] = ManagedModel(
                         model_config, dict(current.available), dict(current.statuses), set(current.failed_paths))
             for managed in candidate.values():
                 self._sync_model(managed)
-            self._check_labels(candidate)
             self._models = candidate
         self.on_change()
 
@@ -240,15 +280,21 @@ class ModelManager:
                 self._sync_model(managed)
         self.on_change()
 
-    def _check_labels(self, models: Mapping[str, ManagedModel]) -> None:
-        for name, managed in models.items():
-            for label, version in managed.labels.items():
-                if version not in managed.available and not self._allow_labels_for_unavailable:
-                    raise ServingError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"Request to assign label to version {version} of model {name}, "
-                        "which is not currently available for inference",
-                    )
+    def _check_labels(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """UpdateModelVersionLabelMap: a label may only name a version available now, so at start-up (nothing is
+        loaded yet) and when a reload adds a version and labels it at once, labels are refused. With
+        --allow_version_labels_for_unavailable_models a label that is new, or keeps its version, may name any
+        version; moving an existing label still needs an available version (no requests dropped mid-swap)."""
+        for model_config in config.model_config_list.config:
+            current = self._models.get(model_config.name)
+            available = current.available if current is not None else {}
+            existing_labels = current.labels if current is not None else {}
+            for label, version in model_config.version_labels.items():
+                allowed = self._allow_labels_for_unavailable and existing_labels.get(label, version) == version
+                if not allowed and version not in available:
+                    raise failed_precondition(
+                        f"Request to assign label to version {version} of model {model_config.name}, "
+                        "which is not currently available for inference")
 
     def _sync_model(self, managed: ManagedModel) -> None:
         name = managed.config.name
@@ -265,7 +311,10 @@ class ModelManager:
             managed.statuses[version] = VersionStatus(version, VersionState.LOADING)
             started = time.monotonic()
             try:
-                available[version] = ModelVersion(name, version, path, self._batching)
+                loaded = ModelVersion(name, version, path, self._batching)
+                if self._warm_up is not None:
+                    self._warm_up(loaded)
+                available[version] = loaded
             except Exception as error:  # noqa: BLE001 - a bad version must not take down the others
                 message = f"Failed to load servable version {version} of {name} from {path}: {error}"
                 log.error("%s", message.split("\n")[0])
@@ -306,7 +355,7 @@ class ModelManager:
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ModelVersion:
         managed = self._models.get(name)
-        if label:
+        if label is not None:
             if managed is None or label not in managed.labels:
                 raise invalid_argument(f"Unrecognized servable version label: {label}")
             version = managed.labels[label]
@@ -319,16 +368,13 @@ class ModelManager:
         request = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
         raise not_found(f"Servable not found for request: {request}")
 
-    def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+    def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        """GetModelStatus: the state of one version, or of every version the model has had (latest first)."""
         managed = self._models.get(name)
+        if version is not None:
+            if managed is None or version not in managed.statuses:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [managed.statuses[version]]
         if managed is None or not managed.statuses:
             raise not_found(f"Could not find any versions of model {name}")
-        if label:
-            if label not in managed.labels:
-                raise invalid_argument(f"Unrecognized servable version label: {label}")
-            version = managed.labels[label]
-        if version is None:
-            return [managed.statuses[v] for v in sorted(managed.statuses, reverse=True)]
-        if version not in managed.statuses:
-            raise not_found(f"Could not find version {version} of model {name}")
-        return [managed.statuses[version]]
+        return [managed.statuses[v] for v in sorted(managed.statuses, reverse=True)]

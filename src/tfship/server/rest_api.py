@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -20,18 +21,20 @@ from tfship.server import inference
 from tfship.server.grpc_api import model_metadata, model_status
 from tfship.server.metrics import Metrics
 from tfship.server.model_config import MonitoringOptions
-from tfship.server.models import DEFAULT_SIGNATURE, ModelManager
+from tfship.server.models import ModelManager
 from tfship.server.rest_json import classification_json, error_json, regression_json
-from tfship.server.status import ServingError, invalid_argument, not_found
-from tfship.server.tensors import serialized_examples_from_json
+from tfship.server.rest_request import examples_body, parse_json_object, predict_body, signature_name_of
+from tfship.server.status import ServingError, failed_precondition, invalid_argument
 
 log = logging.getLogger("tfship.server")
 
-_MODEL_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?$"
-)
+# http_rest_api_util.cc: what the REST handler takes (everything under /v1/, case-insensitively), and the
+# shapes of its POST and GET paths, matched whole.
+_HANDLED_PATH = re.compile(r"(?i)/v1/.*")
+_PREDICTION_PATH = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+_STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?")
+_INT64_MAX = 2**63 - 1
 
 
 def _message_json(message: Any) -> bytes:
@@ -100,42 +103,77 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._handle("POST")
 
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._handle("OPTIONS")
+
+    def do_PUT(self) -> None:  # noqa: N802 - any other method is a "Malformed request", as in TF Serving
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
     def _handle(self, method: str) -> None:
         with self.server.in_flight:
             if self.server.draining:
                 self.close_connection = True
-            started = time.perf_counter()
-            model_name, api = "", "unknown"
             try:
                 body = self._read_body()
-                path = self.path.split("?", 1)[0]
-                if method == "GET" and self.server.monitoring.prometheus_enabled and \
-                        path == self.server.monitoring.prometheus_path:
-                    self._send(200, self.server.metrics.exposition().encode(), "text/plain; version=0.0.4")
-                    return
-                match = _MODEL_PATH.match(path)
-                if match is None:
-                    raise not_found(f"Malformed request: {method} {self.path}")
-                model_name = match["name"]
-                api = match["verb"] or ("metadata" if match["metadata"] else "status")
-                expected_method = "POST" if match["verb"] else "GET"
-                if method != expected_method:
-                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Malformed request: {method} {self.path}")
-                version = int(match["version"]) if match["version"] is not None else None
-                work = self._work(api, model_name, version, match["label"], body)
-                future = self.server.pool.submit(work)
-                try:
-                    payload = future.result(timeout=self.server.timeout_seconds)
-                except futures.TimeoutError:
-                    raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Request timed out")
-                self._send(200, payload)
-                self.server.metrics.record(model_name, api, "REST", "OK", time.perf_counter() - started)
             except ServingError as error:
                 self._send(error.http_status, error_json(error.message))
-                self.server.metrics.record(model_name, api, "REST", error.code.name, time.perf_counter() - started)
-            except Exception as error:  # noqa: BLE001 - a server bug must still answer, not drop the connection
-                log.exception("REST %s %s failed", method, self.path)
-                self._send(500, error_json(f"Internal error: {error}"))
+                return
+            path = self.path.split("?", 1)[0]
+            monitoring = self.server.monitoring
+            if monitoring.prometheus_enabled and path == monitoring.prometheus_path:
+                self._send(200, self.server.metrics.exposition().encode(), "text/plain")
+                return
+            if not _HANDLED_PATH.fullmatch(path):
+                self._send(404, b"", "text/html")  # no handler: TF Serving's HTTP server answers a bare 404
+                return
+            self._dispatch(method, path, body)
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> None:
+        """RestApiRequestDispatcher::ProcessRequest: every request under /v1/ is counted in request_count with
+        its model name and status, and timed in request_latency (API = the verb, empty for GETs) when OK."""
+        started = time.perf_counter()
+        request = _RestRequest(method, path)
+        payload = b""
+        try:
+            if method == "OPTIONS":  # a CORS preflight
+                if not re.search(r"https?://", self.headers.get("Origin", "")):
+                    raise failed_precondition("Origin header is missing in CORS preflight")
+            else:
+                request.parse()
+                payload = self._answer(request, body)
+            code = grpc.StatusCode.OK
+        except ServingError as error:
+            code = error.code
+            if not request.parse_failed:  # an unparsable version or name gets an empty body, as in TF Serving
+                payload = error_json(error.message) if method != "OPTIONS" else b""
+            self._send(error.http_status, payload)
+        except Exception as error:  # noqa: BLE001 - a server bug must still answer, not drop the connection
+            log.exception("REST %s %s failed", method, self.path)
+            code = grpc.StatusCode.INTERNAL
+            self._send(500, error_json(f"Internal error: {error}"))
+        else:
+            self._send(200, payload)
+        metrics = self.server.metrics
+        metrics.record_request(request.model_name, code.name)
+        if code == grpc.StatusCode.OK:
+            metrics.record_latency(request.model_name, request.verb, "REST", time.perf_counter() - started)
+
+    def _answer(self, request: "_RestRequest", body: bytes) -> bytes:
+        """HttpRestApiHandler::ProcessRequest after the path is parsed."""
+        if not request.matched or (request.method == "POST" and request.verb not in ("predict", "classify",
+                                                                                     "regress")):
+            raise invalid_argument(f"Malformed request: {request.method} {request.path}")
+        if request.method == "GET" and not request.model_name:
+            raise invalid_argument("Missing model name in request.")
+        work = self._work(request, body)
+        future = self.server.pool.submit(work)
+        try:
+            return future.result(timeout=self.server.timeout_seconds)
+        except futures.TimeoutError:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Request timed out")
 
     def _read_body(self) -> bytes:
         try:
@@ -145,37 +183,39 @@ class _Handler(BaseHTTPRequestHandler):
             raise invalid_argument("Content-Length is not a number")
         return self.rfile.read(length) if length > 0 else b""
 
-    def _work(self, api: str, name: str, version: int | None, label: str | None,
-              body: bytes) -> Callable[[], bytes]:
+    def _work(self, request: "_RestRequest", body: bytes) -> Callable[[], bytes]:
         manager = self.server.manager
+        name, version, label = request.model_name, request.version, request.label
 
         def spec_into(spec: Any) -> None:
             spec.name = name
             if version is not None:
                 spec.version.value = version
-            elif label:
+            elif label is not None:
                 spec.version_label = label
 
-        if api == "status":
+        if request.method == "GET":
+            if request.subresource == "metadata":
+                metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+                spec_into(metadata_request.model_spec)
+                return lambda: _metadata_json(model_metadata(manager, metadata_request))
             status_request = get_model_status_pb2.GetModelStatusRequest()
             spec_into(status_request.model_spec)
             return lambda: _message_json(model_status(manager, status_request))
-        if api == "metadata":
-            metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-            spec_into(metadata_request.model_spec)
-            return lambda: _metadata_json(model_metadata(manager, metadata_request))
 
         def infer() -> bytes:
-            request = _parse_json(body)
+            document = parse_json_object(body)
+            if request.verb == "predict":
+                signature_name_of(document)
+                servable = manager.resolve(name, version, label)
+                may_hold_booleans = b"true" in body or b"false" in body
+                return inference.predict_json(servable, predict_body(document), may_hold_booleans)
+            examples = examples_body(document)
             servable = manager.resolve(name, version, label)
-            if api == "predict":
-                return inference.predict_json(servable, request)
-            signature_name = request.get("signature_name") or DEFAULT_SIGNATURE
-            serialized = serialized_examples_from_json(request)
-            if api == "classify":
-                rows = inference.classify(servable, signature_name, serialized)
+            if request.verb == "classify":
+                rows = inference.classify(servable, examples.signature_name, examples.serialized)
                 return classification_json([[(c.label, c.score) for c in row] for row in rows])
-            return regression_json(inference.regress(servable, signature_name, serialized))
+            return regression_json(inference.regress(servable, examples.signature_name, examples.serialized))
 
         return infer
 
@@ -189,14 +229,47 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-def _parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise invalid_argument(f"JSON Parse error: {error}")
-    if not isinstance(parsed, dict):
-        raise invalid_argument("JSON Value: not an object")
-    return parsed
+class _RestRequest:
+    """ParseModelInfo (http_rest_api_util.cc): model name, version or label and verb of a /v1/ path."""
+
+    def __init__(self, method: str, path: str):
+        self.method = method
+        self.path = path
+        self.model_name = ""
+        self.version: int | None = None
+        self.label: str | None = None
+        self.verb = ""  # predict/classify/regress for POSTs; empty for GETs (the request_latency API label)
+        self.subresource = ""
+        self.matched = False
+        self.parse_failed = False
+
+    def parse(self) -> None:
+        match = None
+        if self.method == "POST":
+            match = _PREDICTION_PATH.fullmatch(self.path)
+        elif self.method == "GET":
+            match = _STATUS_PATH.fullmatch(self.path)
+        if match is None:
+            return
+        self.matched = True
+        name, version, label, last = match.groups()
+        if self.method == "POST":
+            self.verb = last
+        else:
+            self.subresource = last or ""
+        self.model_name = _url_decoded(name or "")
+        if version:
+            if int(version) > _INT64_MAX:
+                self.parse_failed = True
+                raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+            self.version = int(version)
+        if label:
+            self.label = _url_decoded(label)
+
+
+def _url_decoded(text: str) -> str:
+    """curl_easy_unescape: %XX sequences decoded, '+' kept."""
+    return urllib.parse.unquote_to_bytes(text).decode("utf-8", errors="replace")
 
 
 def _metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> bytes:
