@@ -213,10 +213,10 @@ class EvaluationReport:
     def lines(self, model: str, signature: str) -> list[str]:
         from tfship.smoke import percentile
 
-        cycled = f", {self.images} held-out images, cycled" if self.num_tests > self.images else ""
+        cycled = f" (the {self.images} held-out images, cycled)" if self.num_tests > self.images else ""
         lines = [
-            f"Sent {self.num_tests} requests{cycled} to {model} (signature {signature}) at {self.target}, "
-            f"concurrency {self.concurrency}",
+            f"Sent {self.num_tests} requests to {model} (signature {signature}) at {self.target}, "
+            f"concurrency {self.concurrency}{cycled}",
             f"Inference error rate: {self.error_rate * 100:.1f}%",
             f"Requests/s: {self.num_tests / max(self.seconds, 1e-9):.1f}; latency "
             f"p50 {percentile(self.latencies_ms, 50):.1f} ms, p99 {percentile(self.latencies_ms, 99):.1f} ms; "
@@ -260,7 +260,9 @@ def run_evaluation(target: str, model: str, signature: str, input_key: str, outp
 
     def stub():
         if not hasattr(local, "stub"):
-            channel = grpc.insecure_channel(target)
+            # A subchannel pool of its own: otherwise gRPC shares one connection among equal channels, and
+            # every request would reach the same replica.
+            channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
             with lock:
                 channels.append(channel)
             local.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -467,16 +469,28 @@ def _wait_job_finished(config: Config, name: str, timeout: float = 60.0) -> str:
 # Per-replica request counts from each pod's Prometheus metrics
 
 
+INFERENCE_APIS = frozenset({"predict", "classify", "regress", "multi_inference", "multiinference"})
+
+
 def request_count(metrics_text: str, model: str) -> int:
-    """Requests a server answered for `model`: TF Serving's :tensorflow:serving:request_count, every status."""
+    """Inference requests a server answered for `model`: the count of TF Serving's request_latency histogram for
+    the inference APIs (status and metadata requests, such as readiness probes, left out); without that histogram,
+    :tensorflow:serving:request_count, every API."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = 0
+    inference = total = 0
+    seen_latency = False
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
-            if sample.name.startswith(":tensorflow:serving:request_count") and sample.labels.get("model_name") == model:
+            if sample.labels.get("model_name") != model:
+                continue
+            if sample.name == ":tensorflow:serving:request_latency_count":
+                seen_latency = True
+                if sample.labels.get("API", "").lower() in INFERENCE_APIS:
+                    inference += int(sample.value)
+            elif sample.name.startswith(":tensorflow:serving:request_count"):
                 total += int(sample.value)
-    return total
+    return inference if seen_latency else total
 
 
 def replica_counts(config: Config, model: str) -> dict[str, int | None]:
@@ -485,10 +499,10 @@ def replica_counts(config: Config, model: str) -> dict[str, int | None]:
 
     from tfship import cluster, render, smoke
 
+    target = cluster.target(config)
     counts: dict[str, int | None] = {}
-    for pod in smoke.ready_pods(config):
-        forward = smoke.PortForward(cluster.target(config).argv(), config.kubernetes.namespace, pod,
-                                    [config.serving.rest_port])
+    for pod in smoke.ready_pods(config, target):
+        forward = smoke.PortForward(target.argv(), config.kubernetes.namespace, pod, [config.serving.rest_port])
         try:
             forward.start()
             answer = requests.get(f"http://127.0.0.1:{forward.ports[config.serving.rest_port]}"

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import requests
 
-from tfship import clients, deploy, export, images, kubectl, models, push, registry, smoke
+from tfship import clients, deploy, export, images, models, push, registry, smoke
+from tfship import cluster as tfcluster
 from tfship import config as tfconfig
 from tfship.exporters import mnist
 
@@ -63,7 +64,8 @@ def app(cluster):
         try:
             yield config
         finally:
-            kubectl.kubectl(config, "delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+            tfcluster.target(config).run("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found",
+                                         check=False)
 
 
 def test_generated_checks_pass_on_every_replica(app):
@@ -104,7 +106,7 @@ def test_evaluate_in_cluster_runs_a_job_and_cleans_it_up(app):
     assert rate <= 1 - mnist.MIN_ACCURACY, lines
     assert any(line.startswith("Inference error rate: ") for line in lines), lines
     assert lines[-1].startswith("Requests per replica: ") and "unavailable" not in lines[-1]
-    jobs = kubectl.kubectl(app, "get", "jobs", "-n", NAMESPACE, "-o", "name").stdout.split()
+    jobs = tfcluster.target(app).run("get", "jobs", "-n", NAMESPACE, "-o", "name").stdout.split()
     assert not [job for job in jobs if "evaluate" in job]
 
 

@@ -127,7 +127,7 @@ def test_evaluate_client_reports_the_error_rate_and_the_server_counts_every_requ
     assert report.error_rate <= 1 - mnist.MIN_ACCURACY
     lines = report.lines("mnist", "predict_images")
     assert lines[1] == f"Inference error rate: {report.error_rate * 100:.1f}%"
-    assert "400 requests, 360 held-out images, cycled" in lines[0]
+    assert lines[0].endswith("concurrency 4 (the 360 held-out images, cycled)")
     assert metrics_count(stub.server) - before == 400
 
 

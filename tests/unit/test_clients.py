@@ -98,11 +98,19 @@ METRICS = """# TYPE :tensorflow:serving:request_count counter
 :tensorflow:serving:request_count{model_name="digits",status="OK"} 40
 # TYPE :tensorflow:serving:request_latency histogram
 :tensorflow:serving:request_latency_bucket{model_name="mnist",API="predict",entrypoint="GRPC",le="10"} 1
+:tensorflow:serving:request_latency_sum{model_name="mnist",API="predict",entrypoint="GRPC"} 9000
+:tensorflow:serving:request_latency_count{model_name="mnist",API="predict",entrypoint="GRPC"} 12
+:tensorflow:serving:request_latency_count{model_name="mnist",API="classify",entrypoint="REST"} 2
+:tensorflow:serving:request_latency_count{model_name="mnist",API="status",entrypoint="REST"} 1
+:tensorflow:serving:request_latency_count{model_name="digits",API="predict",entrypoint="GRPC"} 40
 """
 
 
 def test_request_counts_from_prometheus_text():
-    assert clients.request_count(METRICS, "mnist") == 15
+    # inference only: the status request (a readiness probe) is left out
+    assert clients.request_count(METRICS, "mnist") == 14
+    without_latency = METRICS.split("# TYPE :tensorflow:serving:request_latency")[0]
+    assert clients.request_count(without_latency, "mnist") == 15
     assert clients.request_count(METRICS, "other") == 0
     assert clients.format_replica_counts({"a": 1, "b": 0}, {"a": 5, "b": 7}) == "Requests per replica: a 4, b 7"
     assert "unavailable" in clients.format_replica_counts({}, {"a": None, "b": 3})
@@ -186,3 +194,45 @@ def test_the_evaluate_job_runs_the_client_in_the_devel_image(tmp_path):
     # never selected by the Service
     selector = render.selector_labels(config)
     assert any(job["metadata"]["labels"].get(k) != v for k, v in selector.items())
+
+
+def test_replica_counts_reads_every_ready_pod_through_its_own_forward(monkeypatch, tmp_path):
+    import requests
+
+    from tfship import cluster, smoke
+    from tfship.kubectl import Reads
+
+    def pod(name: str, ready: str) -> dict:
+        return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+    class FakeTarget(Reads):
+        def argv(self, *args):
+            return ["kubectl", *args]
+
+        def run(self, *args, **kwargs):
+            items = [pod("b", "True"), pod("a", "True"), pod("c", "False")]
+            return subprocess.CompletedProcess(args, 0, json.dumps({"items": items}), "")
+
+    class FakeForward:
+        def __init__(self, argv, namespace, name, ports, kind="pod"):
+            self.name, self.ports = name, {ports[0]: {"a": 1, "b": 2}[name]}
+
+        def start(self):
+            return self
+
+        def stop(self):
+            pass
+
+    class Answer:
+        def __init__(self, status_code, text):
+            self.status_code, self.text = status_code, text
+
+    def get(url, timeout):
+        return Answer(200, METRICS) if url.startswith("http://127.0.0.1:1/") else Answer(404, "")
+
+    monkeypatch.setattr(cluster, "target", lambda config: FakeTarget())
+    monkeypatch.setattr(smoke, "PortForward", FakeForward)
+    monkeypatch.setattr(requests, "get", get)
+    counts = clients.replica_counts(Config(root=tmp_path), "mnist")
+    assert counts == {"a": 14, "b": None}  # c is not Ready; b serves no metrics
+    assert "unavailable" in clients.format_replica_counts(counts, counts)
