@@ -26,6 +26,7 @@ from tfship.server.flags import FlagError
 from tfship.server.metrics import Metrics
 from tfship.server.model_config import validate_model_server_config
 from tfship.server.models import DEFAULT_SIGNATURE, ModelManager, ModelVersion
+from tfship.server.replica import ReplicaInterceptor
 from tfship.server.status import ServingError, invalid_argument
 from tfship.server.tensors import ndarray_to_proto, proto_to_ndarray, serialized_examples_from_input
 
@@ -221,6 +222,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str,
     """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[ReplicaInterceptor()],
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                  ("grpc.so_reuseport", 0)],
     )
