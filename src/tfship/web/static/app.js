@@ -76,7 +76,7 @@ function showResult(r) {
                    '<span class="score"></span>';
     li.querySelector(".name").textContent = c.label;
     li.querySelector(".fill").style.width = `${Math.max(0, Math.min(1, c.score)) * 100}%`;
-    li.querySelector(".score").textContent = c.score.toFixed(3);
+    li.querySelector(".score").textContent = `${(c.score * 100).toFixed(1)} %`;
     bars.appendChild(li);
   });
   $("meta-model").textContent = r.model;
