@@ -5,7 +5,7 @@ Every task is thin: parse flags, load the config, call one library function, pri
 
 from invoke import Collection
 
-from tasks import cluster, engine, model, pipeline, registry
+from tasks import cluster, engine, model, pipeline, registry, web
 
 ns = Collection()
 for name in pipeline.TOP_LEVEL:
@@ -14,3 +14,4 @@ ns.add_collection(Collection.from_module(engine))
 ns.add_collection(Collection.from_module(model))
 ns.add_collection(Collection.from_module(registry))
 ns.add_collection(Collection.from_module(cluster))
+ns.add_collection(Collection.from_module(web))
