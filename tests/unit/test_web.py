@@ -12,7 +12,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tfship.errors import ConfigError
 from tfship.server.replica import REPLICA_METADATA_KEY, ReplicaInterceptor
 from tfship.web import imaging
-from tfship.web.__main__ import service_target, settings_from
+from tfship.web.settings import service_target, settings_from
 from tfship.web.model_client import CLASSIFY_METHOD, PREDICT_METHOD, Classifier, ImageInput, Unusable, WebError, describe
 
 

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -27,18 +26,10 @@ from starlette.staticfiles import StaticFiles
 
 from tfship.web import imaging
 from tfship.web.model_client import Classifier, ModelClient, WebError, this_host
+from tfship.web.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("tfship.web")
-
-
-@dataclass(frozen=True)
-class Settings:
-    model_server: str  # host:port of the model server's gRPC API
-    models: tuple[str, ...]  # the model names it serves (TF Serving cannot list them)
-    timeout: float = 5.0  # seconds, every gRPC call
-    max_upload_bytes: int = 10 * 1024 * 1024
-    pixel_max: tuple[tuple[str, float], ...] = ()  # per-model override of the value full ink maps to
 
 
 def error_response(error: WebError) -> JSONResponse:
