@@ -175,8 +175,12 @@ def node_port(config: Config) -> int | None:
     """The web Service's NodePort, when it is exposed that way."""
     from tfship import kubectl
 
-    service = json.loads(kubectl.kubectl(config, "get", "service", web_name(config), "-n", config.kubernetes.namespace,
-                                         "-o", "json").stdout)
+    namespace = config.kubernetes.namespace
+    found = kubectl.kubectl(config, "get", "service", web_name(config), "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        raise KubernetesError(f"the web Service {web_name(config)} is not deployed in namespace {namespace}",
+                              "run: invoke web.deploy (after invoke deploy)")
+    service = json.loads(found.stdout)
     ports = [p.get("nodePort") for p in service["spec"].get("ports", []) if p.get("nodePort")]
     return int(ports[0]) if ports else None
 
