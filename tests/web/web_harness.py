@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ from pathlib import Path
 import numpy as np
 import requests
 from PIL import Image
+from server_harness import free_port  # tests/server is on sys.path (see conftest)
 
 MAX_UPLOAD_BYTES = 2_000_000  # the web app under test refuses larger uploads
 STARTUP_TIMEOUT_S = 120.0  # the gRPC stubs import TensorFlow: seconds on a busy 2-core machine
 # Held-out images of the exported digits model's smoke sample (assets.extra/smoke_sample.json), one per digit 0..9,
 # that survive the round trip "8x8 -> upscaled PNG -> the page's conversion" (about 94 % of held-out images do).
 KNOWN_DIGITS = {"0": 24, "1": 33, "2": 6, "3": 2, "4": 13, "5": 14, "6": 1, "7": 0, "8": 7, "9": 8}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class WebProcess:
