@@ -19,9 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from tfship import config as tfconfig  # noqa: E402
-from tfship import deploy  # noqa: E402
+from tfship import cluster, deploy  # noqa: E402
 from tfship.errors import TfshipError  # noqa: E402
-from tfship.kubectl import kubectl  # noqa: E402
 
 # A harmless server flag whose value changes the pod template, so each rolling run is a new revision.
 ROLL_FLAG = "--rest_api_timeout_in_ms"
@@ -55,7 +54,7 @@ def main() -> int:
     finally:
         if not args.keep:
             deploy.destroy(config)
-            kubectl(config, "delete", "namespace", args.namespace, "--ignore-not-found", "--wait=false", check=False)
+            cluster.target(config).run("delete", "namespace", args.namespace, "--ignore-not-found", "--wait=false", check=False)
     print(f"deploy-to-ready, {args.replicas} replicas: "
           + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in figures.items()))
     return 0

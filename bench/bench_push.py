@@ -61,8 +61,8 @@ def timed_push(config: Config, name: str, image_id: str) -> tuple[push.ImagePush
 
 
 def layer_sizes(config: Config, name: str) -> list[tuple[str, int]]:
-    api = registry.RegistryClient(registry.resolve(config), None)
-    manifest = api.manifest(f"{config.registry.repository}/{name}", "latest")
+    info = registry.resolve(config)
+    manifest = registry.RegistryClient(info, None).manifest(registry.image_repository(config, info, name), "latest")
     return [(layer["digest"], layer["size"]) for layer in manifest["layers"]]
 
 
@@ -100,7 +100,8 @@ def bench_existing(client, config: Config, reference: str, suffix: str, tags: li
     """Push an existing image under a bench name; `tags` collects the tags it added (the image is not ours)."""
     image = client.images.get(reference)
     name = f"tfship-benchpush-real-{suffix}"
-    tags += [f"{name}:latest", f"{config.registry.url}/{config.registry.repository}/{name}:latest"]
+    info = registry.resolve(config)
+    tags += [f"{name}:latest", f"{info.repository(config.registry.repository, name)}:latest"]
     image.tag(name, "latest")
     print(f"image: {reference}, {image.attrs['Size'] / 2**20:.0f} MiB uncompressed")
     for label in ("full push", "again (no change)"):

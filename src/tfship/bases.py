@@ -18,18 +18,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfship import docker_client, engine, proc
+from tfship import docker_client, resources
 from tfship.config import Config, cache_dir
 from tfship.errors import ConfigError, DockerError
+from tfship.host import apt, proc
 from tfship.progress import say, step
 
 # Bump when the recipe below changes in a way the inputs do not show.
 RECIPE_VERSION = "1"
 DEBIAN_BASE_NAME = "tfship-base-debian"
 PYTHON_BASE_NAME = "tfship-base-python"
-DOCKERFILES = Path(__file__).resolve().parents[2] / "dockerfiles"
+DOCKERFILES = resources.template_dir("dockerfiles")
 PYTHON_BASE_DOCKERFILE = DOCKERFILES / "Dockerfile.base-python"
-APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+APT_SOURCES = apt.SOURCE_LOCATIONS
 # How long `auto` remembers that an upstream image could not be pulled (keeps a no-op build fast offline).
 PULL_MEMO_SECONDS = 3600
 
@@ -131,48 +132,13 @@ def debian_mirror(config: Config) -> str:
     """base.debian_mirror, else the first Debian mirror in the host's apt sources that serves the suite."""
     if config.base.debian_mirror:
         return config.base.debian_mirror.rstrip("/")
-    for uri, suites in _apt_sources():
+    for uri, suites in apt.sources(APT_SOURCES):
         if config.base.debian_suite in suites:
             return uri.rstrip("/")
     raise ConfigError(
         f"no apt source on this machine serves Debian {config.base.debian_suite}",
         "set base.debian_mirror to a Debian mirror URL (e.g. http://deb.debian.org/debian)",
     )
-
-
-def _apt_sources() -> list[tuple[str, list[str]]]:
-    """(uri, suites) of every `deb` entry, from deb822 .sources files and one-line .list files."""
-    found: list[tuple[str, list[str]]] = []
-    files: list[Path] = []
-    for location in APT_SOURCES:
-        if location.is_dir():
-            files += sorted(location.glob("*.sources")) + sorted(location.glob("*.list"))
-        elif location.is_file():
-            files.append(location)
-    for path in files:
-        text = path.read_text(errors="replace")
-        if path.suffix == ".sources":
-            for stanza in text.split("\n\n"):
-                fields = _deb822(stanza)
-                if "deb" in fields.get("types", "").split():
-                    for uri in fields.get("uris", "").split():
-                        found.append((uri, fields.get("suites", "").split()))
-        else:
-            for line in text.splitlines():
-                words = [w for w in line.split() if not w.startswith("[")]  # drop [signed-by=...] options
-                if len(words) >= 3 and words[0] == "deb":
-                    found.append((words[1], [words[2]]))
-    return found
-
-
-def _deb822(stanza: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in stanza.splitlines():
-        if line.startswith("#") or ":" not in line or line[:1].isspace():
-            continue
-        key, _, value = line.partition(":")
-        fields[key.strip().lower()] = value.strip()
-    return fields
 
 
 def debian_base_ref(config: Config) -> str:
@@ -205,11 +171,11 @@ def ensure_debian_base(config: Config) -> str:
 
 
 def _debootstrap_tarball(suite: str, mirror: str, tarball: Path, progress) -> None:
+    if not apt.is_root():  # said first: installing debootstrap would not be enough
+        raise DockerError("debootstrap needs root to build a Debian base", "run as root, or set base.source: upstream")
     if shutil.which("debootstrap") is None:
         progress.update("installing debootstrap")
-        engine.apt_install(["debootstrap"], error=DockerError)
-    if os.geteuid() != 0:
-        raise DockerError("debootstrap needs root to build a Debian base", "run as root, or set base.source: upstream")
+        apt.ensure_packages(["debootstrap"], error=DockerError, why="to build a Debian base")
     tarball.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="debootstrap-", dir=tarball.parent))
     partial = tarball.with_suffix(".partial")

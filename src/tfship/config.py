@@ -25,6 +25,9 @@ CONFIG_FILE_NAME = "tfship.yaml"
 
 # TFSHIP_* variables that are not configuration keys. Credentials are read where they are used, never stored in
 # Config, so they cannot leak into a printed or rendered config.
+# RFC 1123 label (namespaces, object names) and the Docker reference grammar's path components.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+IMAGE_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 NON_CONFIG_ENV = frozenset(
     {"TFSHIP_CONFIG", "TFSHIP_CACHE_DIR", "TFSHIP_STATE_DIR", "TFSHIP_REGISTRY_USERNAME", "TFSHIP_REGISTRY_PASSWORD"}
 )
@@ -43,6 +46,9 @@ class ModelSpec:
     # version_labels, e.g. {"stable": 1, "canary": 2}
     labels: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+    # What the smoke test asks of the model: known answers from the smoke sample the exporter saved (a model
+    # without one fails the smoke test), or status-only (status and metadata, e.g. an imported model).
+    smoke: Literal["known-answers", "status-only"] = "known-answers"
 
 
 @dataclass
@@ -75,9 +81,13 @@ class ServingConfig:
     # tfserving: FROM tensorflow/serving; python: tfship.server on TensorFlow; auto: tfserving where pullable.
     runtime: Literal["tfserving", "python", "auto"] = "auto"
     tfserving_version: str = "2.19.0"
+    # FROM tensorflow/serving:<version>-gpu and one nvidia.com/gpu per replica (tfserving runtime only).
     gpu: bool = False
+    # Where the server listens. Baked into the serving image and recorded in build/artifacts.json: manifests,
+    # probes and the smoke test use the recorded ports, so a change takes effect with the next build.
     grpc_port: int = 8500
     rest_port: int = 8501
+    # Extra server flags, passed as container args at deploy time (not baked into the image).
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -113,9 +123,10 @@ class ResourcesConfig:
 
 @dataclass
 class KubernetesConfig:
-    # kubeconfig context to deploy to; empty: the current one (or the local cluster's after cluster.up).
+    # kubeconfig context to deploy to; empty: the provider's (auto/external: the kubeconfig's current one).
     context: str = ""
-    provider: Literal["local", "kind", "external"] = "local"
+    # auto: the current kubectl context when its cluster answers, else local (built from Debian's source here).
+    provider: Literal["auto", "local", "kind", "external"] = "auto"
     namespace: str = "tfship"
     app: str = "tfship-serving"
     replicas: int = 3
@@ -139,6 +150,8 @@ class SmokeConfig:
 class Config:
     project: str = "tfship"
     models_dir: str = "models"
+    # The most a model version folder may hold (MB): a larger one is refused before it is hashed or copied.
+    model_size_limit_mb: int = 4096
     build_dir: str = "build"
     base: BaseConfig = field(default_factory=BaseConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
@@ -179,8 +192,20 @@ def cache_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Long-lived local state (registry data, generated credentials and certificates), outside the work tree."""
-    return Path(os.environ.get("TFSHIP_STATE_DIR", "~/.local/share/tfship")).expanduser()
+    """Long-lived local state (registry data, generated credentials and certificates), outside the work tree.
+    Created 0700 (and narrowed to it if found wider): whatever lies below is private to this user."""
+    folder = Path(os.environ.get("TFSHIP_STATE_DIR", "~/.local/share/tfship")).expanduser()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+    return folder
+
+
+def private_dir(*parts: str) -> Path:
+    """A folder under the state folder, 0700."""
+    folder = state_dir().joinpath(*parts)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -252,6 +277,33 @@ def _check(config: Config) -> None:
             )
     if config.kubernetes.replicas < 0:
         raise ConfigError("kubernetes.replicas must be 0 or more", f"got {config.kubernetes.replicas}")
+    # Names that end up as Kubernetes object names or image repositories: refused here, in one line, rather than
+    # by the API server or the engine halfway through a run.
+    for key, value in (("project", config.project), ("kubernetes.namespace", config.kubernetes.namespace),
+                       ("kubernetes.app", config.kubernetes.app),
+                       ("kubernetes.pull_secret_name", config.kubernetes.pull_secret_name)):
+        if not DNS_LABEL.fullmatch(value):
+            raise ConfigError(f"{key} {value!r} is not a DNS label (Kubernetes names it so)",
+                              "use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit")
+    for key, value in (("images.devel", config.images.devel), ("images.serving", config.images.serving),
+                       ("registry.repository", config.registry.repository)):
+        if not IMAGE_PATH.fullmatch(value):
+            raise ConfigError(f"{key} {value!r} is not a valid image repository name",
+                              "use lowercase letters, digits and separators (. _ - /), e.g. tfship-serving")
+    for key, port in (("serving.grpc_port", config.serving.grpc_port), ("serving.rest_port", config.serving.rest_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(f"{key} {port} is not a TCP port", "use a number from 1 to 65535")
+    if config.serving.grpc_port == config.serving.rest_port:
+        raise ConfigError(f"serving.grpc_port and serving.rest_port are both {config.serving.grpc_port}",
+                          "give gRPC and REST different ports")
+    if not 0.0 <= config.smoke.max_error_rate <= 1.0:
+        raise ConfigError(f"smoke.max_error_rate {config.smoke.max_error_rate} is not a rate",
+                          "use a number from 0 to 1, e.g. 0.05")
+    for key, seconds in (("smoke.timeout", config.smoke.timeout), ("kubernetes.rollout_timeout",
+                         config.kubernetes.rollout_timeout), ("kubernetes.progress_deadline",
+                         config.kubernetes.progress_deadline)):
+        if seconds <= 0:
+            raise ConfigError(f"{key} must be more than 0 seconds, got {seconds}", "use a positive number")
 
 
 def _section_fields(cls: type) -> dict[str, Any]:

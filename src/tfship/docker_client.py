@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests
 
-from tfship.errors import DockerError
+from tfship.errors import ConfigError, DockerError
 
 ENGINE_HINT = "start the engine with: invoke engine.up"
 
@@ -117,6 +117,8 @@ def follow_stream(stream: Iterable[dict], what: str, on_line: Callable[[str], No
 
 # Context files get a fixed mtime and owner, so identical inputs give identical layers (and registry dedup).
 CONTEXT_MTIME = 1
+# Never part of a build context: bytecode, and the templates tfship ships (images do not need them).
+SKIPPED = frozenset({"__pycache__", "_data"})
 
 
 def build_image(
@@ -136,7 +138,11 @@ def build_image(
         with handle, tarfile.open(fileobj=handle, mode="w", dereference=True) as tar:
             _add_file(tar, "Dockerfile", dockerfile)
             for name, path in sorted(files.items()):
-                _add_tree(tar, name, path)
+                for entry, source in context_entries(name, path):
+                    if source.is_dir():
+                        _add_entry(tar, entry, source)
+                    else:
+                        _add_file(tar, entry, source)
         with open(handle.name, "rb") as context, errors(f"building {ref}"):
             stream = api().build(
                 fileobj=context, custom_context=True, tag=ref, rm=True, forcerm=True, decode=True,
@@ -151,15 +157,17 @@ def build_image(
     return found
 
 
-def _add_tree(tar: tarfile.TarFile, name: str, path: Path) -> None:
+def context_entries(name: str, path: Path) -> Iterator[tuple[str, Path]]:
+    """(name in the build context, host path) of `path` and, for a folder, everything under it in name order,
+    without Python caches. Content tags hash exactly these entries, and build contexts hold exactly these."""
+    if not path.exists():
+        raise ConfigError(f"build input {path} does not exist", "restore it from git (or re-export the model)")
+    yield name, path
     if path.is_dir():
-        _add_entry(tar, name, path)
         for child in sorted(path.iterdir()):
-            if child.name == "__pycache__" or child.suffix == ".pyc":
+            if child.name in SKIPPED or child.suffix == ".pyc":
                 continue
-            _add_tree(tar, f"{name}/{child.name}", child)
-    else:
-        _add_file(tar, name, path)
+            yield from context_entries(f"{name}/{child.name}", child)
 
 
 def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tfship import proc
+from tfship.host import apt, proc
 from tfship.config import Config, state_dir
 from tfship.errors import DockerError
 from tfship.progress import step
 
 RUNTIME_NAME = "tfship-runc"
 START_TIMEOUT = 60.0
+DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 # Rewrites a negative oomScoreAdj in the OCI bundle's config.json to 0, then hands over to runc unchanged.
 RUNTIME_WRAPPER = """#!/bin/sh
@@ -38,42 +39,104 @@ exec runc "$@"
 """
 
 
-def engine_answers() -> str | None:
-    """The engine's version if `docker info` would work, else None."""
-    try:
-        import docker
+@dataclass(frozen=True)
+class Probe:
+    """What the engine's socket says: a version (it answers), absent (no socket, or nothing listens), or a problem."""
 
+    version: str | None = None
+    absent: bool = False
+    problem: str = ""
+
+
+def probe() -> Probe:
+    """Ask the engine (DOCKER_HOST, else the default socket) for its version, and tell why not when it does not."""
+    import docker
+
+    try:
         client = docker.from_env(timeout=5)
         try:
-            return client.version().get("Version", "unknown")
+            return Probe(version=client.version().get("Version", "unknown"))
         finally:
             client.close()
-    except Exception:
-        return None
+    except Exception as exc:  # docker-py wraps the socket's OSError in its own and requests' exceptions
+        cause = _os_error_in(exc)
+        if isinstance(cause, (FileNotFoundError, ConnectionRefusedError)):
+            return Probe(absent=True, problem=str(cause))
+        if isinstance(cause, PermissionError):
+            return Probe(problem="permission denied")
+        return Probe(problem=_last_words(exc))
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The first OSError in an exception's chain (causes, contexts and arguments), breadth first."""
+    queue, seen = [exc], set()
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        queue += [e for e in (current.__cause__, current.__context__, *current.args) if isinstance(e, BaseException)]
+    return None
+
+
+def _last_words(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] or type(exc).__name__
+
+
+def engine_host() -> str:
+    return os.environ.get("DOCKER_HOST", DEFAULT_HOST)
+
+
+def engine_answers() -> str | None:
+    """The engine's version if `docker info` would work, else None."""
+    return probe().version
 
 
 def describe() -> str:
-    version = engine_answers()
-    if version is None:
-        return "no Docker engine answers (run: invoke engine.up)"
-    return f"Docker engine {version} answers at {os.environ.get('DOCKER_HOST', 'unix:///var/run/docker.sock')}"
+    found = probe()
+    if found.version is not None:
+        return f"Docker engine {found.version} answers at {engine_host()}"
+    if found.absent:
+        return f"no Docker engine answers at {engine_host()} (run: invoke engine.up)"
+    return f"the Docker engine at {engine_host()} does not answer: {found.problem}"
 
 
 def ensure_engine(config: Config | None = None) -> str:
-    """Return a line describing the engine, starting one first if none answers."""
-    version = engine_answers()
-    if version is not None:
-        return f"Docker engine {version} already answers; left as it is"
+    """Return a line describing the engine, starting one first only where none is there at all.
+
+    A socket that exists but refuses this user, or answers as something else, is one clear error: starting a
+    second dockerd next to a running one would fight over its state.
+    """
+    found = probe()
+    if found.version is not None:
+        return f"Docker engine {found.version} already answers; left as it is"
+    if not found.absent:
+        if found.problem == "permission denied":
+            raise DockerError(
+                f"permission denied on the Docker socket {engine_host()}",
+                "add this user to the docker group (sudo usermod -aG docker $USER, then log in again), "
+                "or point DOCKER_HOST at an engine you may use",
+            )
+        raise DockerError(f"{engine_host()} does not answer as a Docker engine: {found.problem}",
+                          "check the engine (docker info), or point DOCKER_HOST at a working one")
     if os.environ.get("DOCKER_HOST"):
         raise DockerError(
             f"no Docker engine answers at DOCKER_HOST={os.environ['DOCKER_HOST']}",
             "start that engine, or unset DOCKER_HOST to let tfship start a local one",
         )
+    if not apt.is_root():
+        raise DockerError(f"no Docker engine answers at {engine_host()}",
+                          "start Docker (e.g. sudo systemctl start docker), or set DOCKER_HOST")
     with step("Starting a Docker engine") as progress:
         if shutil.which("dockerd") is None:
             install_docker_io(progress)
         start_dockerd()
         version = engine_answers()
+        if version is None:
+            raise DockerError("dockerd started but does not answer", f"see {dockerd_log()}")
         progress.done(f"Docker engine {version}")
     return f"Docker engine {version} started (log: {dockerd_log()})"
 
@@ -85,20 +148,7 @@ def install_docker_io(progress) -> None:
             "install and start Docker, then run again",
         )
     progress.update("installing Debian's docker.io")
-    apt_install(["docker.io"], error=DockerError)
-
-
-def apt_install(packages: list[str], *, error=DockerError) -> None:
-    """Install Debian packages that are missing (one `apt-get update` first, as a fresh machine needs)."""
-    missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise error(f"Debian packages {', '.join(missing)} are missing", f"run: sudo apt-get install -y {' '.join(missing)}")
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
-    proc.run(["apt-get", "update", "-qq"], env=env, timeout=600, error=error, hint="check the apt sources")
-    proc.run(["apt-get", "install", "-y", "-qq", *missing], env=env, timeout=1200, error=error,
-             hint=f"install them by hand: apt-get install -y {' '.join(missing)}")
+    apt.ensure_packages(["docker.io"], error=DockerError, why="for a Docker engine")
 
 
 def dockerd_log() -> Path:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tfship import models, proc
+from tfship import models
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, ModelError
 from tfship.exporters import EXPORTERS, RESULT_PREFIX
+from tfship.host import proc
 from tfship.progress import step
 
 # Inside the devel image: its venv is first on PATH (dockerfiles/Dockerfile.tf), the models folder is mounted here.

@@ -26,21 +26,20 @@ from typing import Iterable, Mapping
 
 import requests
 
+import tfship
 from tfship import artifacts as artifacts_mod
-from tfship import bases, docker_client
+from tfship import bases, contract, docker_client
 from tfship import models as model_stage
-from tfship.artifacts import ImageArtifact
+from tfship.artifacts import ImageArtifact, ServingRecord, SmokeRecord
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
 from tfship.progress import say, step
 
 DOCKERFILES = bases.DOCKERFILES
-PROJECT_ROOT = DOCKERFILES.parent
-SOURCE_DIR = PROJECT_ROOT / "src" / "tfship"
+SOURCE_DIR = Path(tfship.__file__).resolve().parent
 TAG_LENGTH = 16
 MODELS_LABEL = "io.tfship.models"
 REVISION_LABEL = "org.opencontainers.image.revision"
-MODEL_CONFIG_PATH = "/models/models.config"
 ACCEPT_TIMEOUT = 240.0  # seconds for every model to become AVAILABLE (the python runtime imports TensorFlow)
 REQUEST_TIMEOUT = 30.0
 ROLES = ("devel", "serving")
@@ -88,21 +87,10 @@ def content_tag(dockerfile: Path, files: Mapping[str, Path], buildargs: Mapping[
     for key in sorted(buildargs):
         feed("arg", key, buildargs[key])
     for name in sorted(files):
-        for relative, path in _walk(name, files[name]):
+        for relative, path in docker_client.context_entries(name, files[name]):
             mode = "x" if os.access(path, os.X_OK) and path.is_file() else "-"
             feed("file", relative, mode, _file_sha256(path) if path.is_file() else "dir")
     return digest.hexdigest()[:TAG_LENGTH]
-
-
-def _walk(name: str, path: Path) -> Iterable[tuple[str, Path]]:
-    if not path.exists():
-        raise ConfigError(f"build input {path} does not exist", "restore it from git (or re-export the model)")
-    yield name, path
-    if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.name == "__pycache__" or child.suffix == ".pyc":
-                continue
-            yield from _walk(f"{name}/{child.name}", child)
 
 
 def _file_sha256(path: Path) -> str:
@@ -138,8 +126,7 @@ def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
         name=config.images.devel,
         dockerfile=DOCKERFILES / "Dockerfile.devel",
         parent_id=tf_id,
-        files={"tfship.pth": DOCKERFILES / "tfship.pth", "pyproject.toml": PROJECT_ROOT / "pyproject.toml",
-               "src/tfship": SOURCE_DIR},
+        files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship": SOURCE_DIR},
         buildargs={"TF_IMAGE": tf_ref, "USER_ID": str(config.images.user)},
         private_inputs={"pip_index_url": config.base.pip_index_url},
         needs_pypi=True,
@@ -147,28 +134,32 @@ def devel_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
 
 
 def python_runtime_plan(config: Config, tf_ref: str, tf_id: str) -> ImagePlan:
-    # Only the server package (it imports nothing else of tfship), so other code changes leave serving images alone.
+    # Only the server package and the serving contract (neither imports anything else of tfship), so other code
+    # changes leave serving images alone.
     return ImagePlan(
         name=f"{config.project}-runtime-python",
         dockerfile=DOCKERFILES / "Dockerfile.runtime-python",
         parent_id=tf_id,
         files={"tfship.pth": DOCKERFILES / "tfship.pth", "src/tfship/__init__.py": SOURCE_DIR / "__init__.py",
-               "src/tfship/server": SOURCE_DIR / "server"},
+               "src/tfship/contract.py": SOURCE_DIR / "contract.py", "src/tfship/server": SOURCE_DIR / "server"},
         buildargs={"TF_IMAGE": tf_ref},
     )
 
 
-def serving_plan(config: Config, runtime_ref: str, runtime_id: str, context_models: Path, models: Mapping[str, list[int]]) -> ImagePlan:
-    use_config_file = needs_model_config_file(config, models)
+def serving_plan(config: Config, runtime_ref: str, runtime_id: str, staging: Path,
+                 models: list[contract.ServedModel]) -> ImagePlan:
+    """The serving image over `staging` (models/ from stage_models; the entrypoint script is written here)."""
+    entrypoint = staging / "tfship-entrypoint.sh"
+    entrypoint.write_text(contract.entrypoint_script())
+    entrypoint.chmod(0o755)
     return ImagePlan(
         name=config.images.serving,
         dockerfile=DOCKERFILES / "Dockerfile.serving",
         parent_id=runtime_id,
-        files={"tfship-entrypoint.sh": DOCKERFILES / "tfship-entrypoint.sh", "models": context_models},
+        files={"tfship-entrypoint.sh": entrypoint, "models": staging / "models"},
         buildargs={
             "RUNTIME_IMAGE": runtime_ref,
-            "MODEL_NAME": next(iter(models)),
-            "MODEL_CONFIG_FILE": MODEL_CONFIG_PATH if use_config_file else "",
+            **contract.image_build_args(models, config.serving.grpc_port, config.serving.rest_port),
             "USER_ID": str(config.images.user),
         },
     )
@@ -188,16 +179,11 @@ def served_versions(config: Config, spec: ModelSpec) -> dict[int, Path]:
     if not found:
         raise ModelError(f"no exported version of model '{spec.name}' in {folder}",
                          f"run: invoke export --model {spec.name} (or invoke model.add)")
-    if spec.version_policy == "latest":
-        newest = max(found)
-        return {newest: found[newest]}
-    if spec.version_policy == "all":
-        return dict(sorted(found.items()))
-    missing = [v for v in spec.versions if v not in found]
+    missing = [v for v in spec.versions if v not in found] if spec.version_policy == "specific" else []
     if missing:
         raise ModelError(f"model '{spec.name}': versions {missing} listed in tfship.yaml are not in {folder}",
                          f"export them, or change models.{spec.name}.versions (found: {sorted(found)})")
-    return {v: found[v] for v in sorted(spec.versions)}
+    return {v: found[v] for v in contract.served_versions(spec.version_policy, spec.versions, found)}
 
 
 def check_models_exported(config: Config) -> None:
@@ -208,36 +194,10 @@ def check_models_exported(config: Config) -> None:
         served_versions(config, spec)
 
 
-def needs_model_config_file(config: Config, models: Mapping[str, list[int]]) -> bool:
-    return len(models) > 1 or any(
-        spec.version_policy != "latest" or spec.labels for spec in config.models if spec.name in models
-    )
-
-
-def model_config_text(config: Config, models: Mapping[str, list[int]]) -> str:
-    """TF Serving's model config (protobuf text format) for the models baked in, under /models."""
-    lines = ["model_config_list {"]
-    for spec in config.models:
-        if spec.name not in models:
-            continue
-        versions = models[spec.name]
-        if spec.version_policy == "all":
-            policy = "all {}"
-        elif spec.version_policy == "specific":
-            policy = "specific { " + " ".join(f"versions: {v}" for v in versions) + " }"
-        else:
-            policy = "latest { num_versions: 1 }"
-        lines += [
-            "  config {",
-            f'    name: "{spec.name}"',
-            f'    base_path: "/models/{spec.name}"',
-            '    model_platform: "tensorflow"',
-            f"    model_version_policy {{ {policy} }}",
-        ]
-        lines += [f'    version_labels {{ key: "{k}" value: {v} }}' for k, v in sorted(spec.labels.items())]
-        lines.append("  }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+def served_models(config: Config, served: Mapping[str, list[int]]) -> list[contract.ServedModel]:
+    """The models of `served` (name -> versions baked in) in tfship.yaml order, with their version policies."""
+    return [contract.ServedModel(spec.name, tuple(served[spec.name]), spec.version_policy, dict(spec.labels))
+            for spec in config.models if spec.name in served]
 
 
 def stage_models(config: Config, into: Path) -> dict[str, list[int]]:
@@ -252,9 +212,34 @@ def stage_models(config: Config, into: Path) -> dict[str, list[int]]:
             target = into / spec.name / folder.name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(folder, target_is_directory=True)
-    if needs_model_config_file(config, served):
-        (into / "models.config").write_text(model_config_text(config, served))
+    models = served_models(config, served)
+    if contract.needs_model_config_file(models):
+        (into / Path(contract.MODEL_CONFIG_PATH).name).write_text(contract.model_config_text(models))
     return served
+
+
+def serving_record(config: Config, served: Mapping[str, list[int]], *, keep_samples: bool = True) -> ServingRecord:
+    """What a serving image with `served` (name -> versions) baked in promises: the contract as applied, and what
+    the smoke test checks of each model: its signatures and (keep_samples) the digest of the smoke sample of its
+    newest served version, a copy of which is kept in build/ under that digest."""
+    models = served_models(config, served)
+    smoke: dict[str, SmokeRecord] = {}
+    for spec in config.models:
+        if spec.name not in served:
+            continue
+        checks = SmokeRecord(signatures=list(spec.signatures), status_only=spec.smoke == "status-only")
+        if keep_samples and not checks.status_only:
+            sample = served_versions(config, spec)[max(served[spec.name])] / model_stage.SMOKE_SAMPLE
+            checks.sample = artifacts_mod.keep_sample(config.build_path, sample) if sample.is_file() else ""
+        smoke[spec.name] = checks
+    return ServingRecord(
+        model_name=models[0].name,
+        model_config=contract.model_config_text(models) if contract.needs_model_config_file(models) else "",
+        grpc_port=config.serving.grpc_port,
+        rest_port=config.serving.rest_port,
+        gpu=config.serving.gpu,
+        smoke=smoke,
+    )
 
 
 def validate_models(config: Config) -> None:
@@ -360,20 +345,21 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
     staging = Path(tempfile.mkdtemp(prefix="tfship-models-"))
     try:
         served = stage_models(config, staging / "models")
-        plan = serving_plan(config, runtime_ref, runtime_id, staging / "models", served)
+        plan = serving_plan(config, runtime_ref, runtime_id, staging, served_models(config, served))
+        record = serving_record(config, served)
         ref = plan.ref
         image_id = docker_client.image_id(ref)
         if image_id is not None:
             say(f"serving image {ref}: up to date")
         else:
             validate_models(config)
-            labels = {REVISION_LABEL: git_revision(config.root, PROJECT_ROOT), MODELS_LABEL: models_label(served)}
+            labels = {REVISION_LABEL: git_revision(config.root, SOURCE_DIR), MODELS_LABEL: models_label(served)}
             with step(f"Building serving image {ref} ({chosen} runtime)") as progress:
                 image_id = docker_client.build_image(ref, plan.dockerfile, plan.files, plan.buildargs,
                                                      progress.update, labels=labels, nocache=nocache)
                 progress.done(image_id[7:19])
             try:
-                accept_serving_image(ref, served)
+                accept_serving_image(ref, served, record.grpc_port, record.rest_port)
             except BaseException:
                 docker_client.remove_image(ref)  # a broken image must never be pushed
                 raise
@@ -381,7 +367,7 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
         shutil.rmtree(staging, ignore_errors=True)
     artifact = ImageArtifact(role="serving", name=plan.name, tag=plan.tag, image_id=image_id,
                              user=config.images.user, runtime=chosen)
-    _record(config, artifact, models=served)
+    _record(config, artifact, models=served, serving=record)
     return artifact
 
 
@@ -422,8 +408,10 @@ def git_revision(*roots: Path) -> str:
     return "unknown"
 
 
-def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[int]] | None = None) -> None:
-    """Record in build/artifacts.json; push results for the same tag are kept, any other tag replaces them."""
+def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[int]] | None = None,
+            serving: ServingRecord | None = None) -> None:
+    """Record in build/artifacts.json; push results for the same tag are kept, any other tag replaces them.
+    A serving image is recorded with what it serves (`models`, `serving`), replacing the previous one's."""
     record = artifacts_mod.load(config.artifacts_path)
     previous = record.images.get(artifact.role)
     if previous is not None and previous.tag == artifact.tag and previous.image_id == artifact.image_id:
@@ -431,6 +419,7 @@ def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[i
     record.images[artifact.role] = artifact
     if models is not None:
         record.models = {name: list(versions) for name, versions in models.items()}
+        record.serving = serving
     artifacts_mod.save(config.artifacts_path, record)
 
 
@@ -438,11 +427,13 @@ def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[i
 # Acceptance: a live prediction per model
 
 
-def accept_serving_image(ref: str, served: Mapping[str, list[int]], timeout: float = ACCEPT_TIMEOUT) -> None:
-    """Start `ref` on 127.0.0.1 with random ports, wait (bounded) until every served version is AVAILABLE over
-    REST, and send one prediction per model built from its metadata. Raises DockerError on any failure."""
+def accept_serving_image(ref: str, served: Mapping[str, list[int]], grpc_port: int = contract.GRPC_PORT,
+                         rest_port: int = contract.REST_PORT, timeout: float = ACCEPT_TIMEOUT) -> None:
+    """Start `ref` with its gRPC and REST ports published on random 127.0.0.1 ports, wait (bounded) until every
+    served version is AVAILABLE over REST, and send one prediction per model built from its metadata. Raises
+    DockerError on any failure."""
     with step(f"Accepting {ref}: one live prediction per model") as progress:
-        container = start_container(ref)
+        container = start_container(ref, grpc_port, rest_port)
         try:
             rest = f"http://127.0.0.1:{container.rest_port}"
             session = requests.Session()
@@ -477,19 +468,20 @@ class RunningContainer:
             docker_client.api().remove_container(self.id, force=True)
 
 
-def start_container(ref: str) -> RunningContainer:
-    """Run `ref` detached with 8500/8501 published on random 127.0.0.1 ports."""
+def start_container(ref: str, grpc_port: int = contract.GRPC_PORT, rest_port: int = contract.REST_PORT
+                    ) -> RunningContainer:
+    """Run `ref` detached with its gRPC and REST ports published on random 127.0.0.1 ports."""
     client = docker_client.api()
     name = f"tfship-accept-{os.getpid()}-{int(time.time() * 1000) % 100000}"
     with docker_client.errors(f"starting {ref}"):
-        host_config = client.create_host_config(port_bindings={8500: ("127.0.0.1",), 8501: ("127.0.0.1",)})
-        created = client.create_container(ref, name=name, ports=[8500, 8501], host_config=host_config,
+        host_config = client.create_host_config(port_bindings={grpc_port: ("127.0.0.1",), rest_port: ("127.0.0.1",)})
+        created = client.create_container(ref, name=name, ports=[grpc_port, rest_port], host_config=host_config,
                                           labels={"io.tfship.role": "acceptance"})
         try:
             client.start(created["Id"])
             ports = client.inspect_container(created["Id"])["NetworkSettings"]["Ports"]
-            return RunningContainer(created["Id"], int(ports["8501/tcp"][0]["HostPort"]),
-                                    int(ports["8500/tcp"][0]["HostPort"]))
+            return RunningContainer(created["Id"], int(ports[f"{rest_port}/tcp"][0]["HostPort"]),
+                                    int(ports[f"{grpc_port}/tcp"][0]["HostPort"]))
         except BaseException:
             client.remove_container(created["Id"], force=True)
             raise

@@ -25,15 +25,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from tfship import proc
 from tfship.config import Config, ModelSpec, cache_dir
 from tfship.errors import ModelError
+from tfship.host import proc
 from tfship.progress import say
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVE_TAG = "serve"
 STAGING_DIR = ".tfship-staging"
 SMOKE_SAMPLE = Path("assets.extra") / "smoke_sample.json"
+DEFAULT_SIZE_LIMIT_MB = 4096
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -204,15 +205,46 @@ def _text(value: Any) -> str:
         raise ValueError("a string field is not UTF-8")
 
 
-def validate_model(path: Path | str, signatures: list[str]) -> dict[str, str]:
-    """Check one version folder: saved_model.pb present and parseable, the named signatures present, and the model
-    loads. Returns its signatures (name -> method_name). Raises ModelError naming the path and the fix."""
+def validate_model(path: Path | str, signatures: list[str], size_limit_mb: int = DEFAULT_SIZE_LIMIT_MB) -> dict[str, str]:
+    """Check one version folder: its files bounded, saved_model.pb present and parseable, the named signatures
+    present, and the model loads. Returns its signatures (name -> method_name). Raises ModelError naming the path
+    and the fix."""
     version_dir = Path(path)
     if not version_dir.is_dir():
         raise ModelError(f"{version_dir} is not a folder", "give the folder that holds saved_model.pb")
+    check_files(version_dir, size_limit_mb)
     found = _check_signatures(version_dir, signatures)
     check_loads([version_dir])
     return found
+
+
+def check_files(version_dir: Path, size_limit_mb: int) -> int:
+    """Bound what a version folder may bring into an image: a symlink must resolve inside the folder (a link to /
+    would bake the machine in, or never finish copying), and the whole must stay under the size limit. Returns the
+    folder's size in bytes. Walks without following links, so a loop of links cannot hang it."""
+    root = version_dir.resolve()
+    limit = size_limit_mb * 1024 * 1024
+    total = 0
+    for folder, folders, files in os.walk(version_dir, followlinks=False):
+        for name in folders + files:
+            entry = Path(folder) / name
+            if entry.is_symlink():
+                target = Path(os.path.realpath(entry))
+                if not target.exists():
+                    raise ModelError(f"{entry} is a dangling symlink (to {os.readlink(entry)})",
+                                     "remove it, or copy the file it named into the model folder")
+                if target != root and root not in target.parents:
+                    raise ModelError(f"{entry} is a symlink to {target}, outside the model folder {version_dir}",
+                                     "copy what it points to into the model folder instead of linking to it")
+                if target.is_dir():
+                    raise ModelError(f"{entry} is a symlink to a folder ({target})",
+                                     "replace the link with the folder's files")
+            if name in files:
+                total += entry.stat().st_size
+                if total > limit:
+                    raise ModelError(f"{version_dir} is larger than the {size_limit_mb} MB limit (model_size_limit_mb)",
+                                     "raise model_size_limit_mb in tfship.yaml if the model really is that large")
+    return total
 
 
 def _check_signatures(version_dir: Path, signatures: list[str]) -> dict[str, str]:
@@ -234,6 +266,7 @@ def validate_all(config: Config) -> list[str]:
     to_load: list[Path] = []
     for spec in config.models:
         for number, path in _layout_of(config, spec):
+            check_files(path, config.model_size_limit_mb)
             _check_signatures(path, spec.signatures)
             to_load.append(path)
             lines.append(f"{spec.name}/{number}: ok, loads, signatures {', '.join(spec.signatures)}")
@@ -356,7 +389,7 @@ def add(config: Config, path: Path | str, name: str, version: int | str | None =
             )
     _check_name(name)
     spec = next((m for m in config.models if m.name == name), None)
-    validate_model(source, spec.signatures if spec else ["serving_default"])
+    validate_model(source, spec.signatures if spec else ["serving_default"], config.model_size_limit_mb)
     target_version = next_version(config, name) if version is None else version
     target = _new_version_dir(config, name, target_version)
     with staging(config, name, target_version) as staged:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from tfship import cluster, deploy, engine, export, images, models, push, registry, smoke
 from tfship.config import Config
+from tfship.errors import SmokeTestError
 from tfship.progress import step
 
 
@@ -28,8 +29,16 @@ class UpSummary:
         return "\n".join(lines)
 
 
+class UpFailedSmokeTest(SmokeTestError):
+    """Every stage ran, but a replica failed the smoke test: the error carries the summary to show."""
+
+    def __init__(self, summary: UpSummary, cause: SmokeTestError):
+        super().__init__(cause.message, cause.hint)
+        self.summary = summary
+
+
 def up(config: Config) -> UpSummary:
-    """Run every stage; the caller prints the summary, then fails if any replica failed the smoke test."""
+    """Run every stage and return the summary; raise UpFailedSmokeTest (with the summary) when a replica failed."""
     with step("tfship up") as progress:
         engine.ensure_engine(config)
         missing = [spec.name for spec in config.models if spec.exporter and not models.versions(config, spec.name)]
@@ -50,4 +59,8 @@ def up(config: Config) -> UpSummary:
         passed = sum(result.ok for result in results)
         progress.done(f"{deployed.ready} replicas serving, {passed} of {len(results)} passed the smoke test")
         summary.seconds = progress.elapsed
+    try:
+        smoke.require_all_ok(results)
+    except SmokeTestError as failed:
+        raise UpFailedSmokeTest(summary, failed) from None
     return summary

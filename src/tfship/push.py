@@ -1,11 +1,12 @@
 """The push stage: the images `build` recorded in build/artifacts.json go to the registry, digests come back.
 
-Each image is tagged <registry>/<registry.repository>/<name>:<content tag> and pushed with docker-py. docker-py
-does not raise on a failed push (the error is an `errorDetail` item in the stream), so the stream is read to the
-end and every error is mapped to the registry error catalog; transient ones are retried with back-off. A push is
-confirmed by reading the manifest digest back over the registry HTTP API, and skipped when the registry already
-serves, under that tag, the digest the engine recorded for this image. artifacts.json is written only after every
-image is confirmed, so a failed push leaves the previous hand-off untouched.
+Each image is tagged <registry>[/<namespace>]/<registry.repository>/<name>:<content tag> (registry.image_repository)
+and pushed with docker-py. docker-py does not raise on a failed push (the error is an `errorDetail` item in the
+stream), so the stream is read to the end and every error is mapped to the registry error catalog; transient ones
+are retried with back-off. A push is confirmed by reading the manifest digest back over the registry HTTP API, and
+skipped when the registry already serves, under that tag, the digest the engine recorded for this image.
+artifacts.json is written only after every image is confirmed, so a failed push leaves the previous hand-off
+untouched.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def push_images(config: Config) -> PushReport:
     try:
         local_images = {role: _local_image(client, image) for role, image in sorted(recorded.images.items())}
         info = registry.resolve(config)
+        paths = {role: registry.image_repository(config, info, image.name) for role, image in recorded.images.items()}
         if info.local and not info.running:
             raise registry.unreachable(info, "tfship's local registry is not running")
         _check_engine_allows(client, info)  # before any traffic: the engine would refuse anyway
@@ -87,7 +89,7 @@ def push_images(config: Config) -> PushReport:
         result = copy.deepcopy(recorded)
         pushes = []
         for role, image in sorted(result.images.items()):
-            pushes.append(_push_image(config, client, api, info, image, local_images[role], auth_config))
+            pushes.append(_push_image(config, client, api, info, image, paths[role], local_images[role], auth_config))
         result.registry = info.address
         result.registry_auth = needs_auth
         artifacts_file.save(config.artifacts_path, result)
@@ -124,21 +126,22 @@ def _engine_login(client, info: registry.RegistryInfo, creds: registry.Credentia
 
     username, password = creds
     try:
-        client.login(username=username, password=password, registry=info.address, reauth=True)
+        client.login(username=username, password=password, registry=registry.credentials_key(info.address),
+                     reauth=True)
     except docker.errors.APIError as exc:
         raise registry.explain(str(exc.explanation or exc), info, username)
     return {"username": username, "password": password}
 
 
 def _push_image(config: Config, client, api: registry.RegistryClient, info: registry.RegistryInfo,
-                image: ImageArtifact, local, auth_config: dict[str, str] | None) -> ImagePush:
-    path = f"{config.registry.repository}/{image.name}"
+                image: ImageArtifact, path: str, local, auth_config: dict[str, str] | None) -> ImagePush:
     repository = f"{info.address}/{path}"
     reference = f"{repository}:{image.tag}"
     with step(f"Pushing {reference}") as progress:
         served = api.manifest_digest(path, image.tag)
         repo_digests = local.attrs.get("RepoDigests", [])
-        known = {entry.split("@", 1)[1] for entry in repo_digests if entry.startswith(repository + "@")}
+        names = {repository, registry.familiar_name(repository)}  # the engine files Docker Hub's under short names
+        known = {entry.split("@", 1)[1] for entry in repo_digests if entry.split("@", 1)[0] in names}
         if served and served in known:
             progress.done("already in the registry")
             image.repository, image.digest = repository, served

@@ -1,4 +1,8 @@
-"""Kubernetes manifests for the serving app, from the templates in k8s/ and the images in build/artifacts.json.
+"""Kubernetes manifests for the serving app, from the templates in k8s/ and what build/artifacts.json records.
+
+What the serving image serves and how (models, versions, model config, ports, GPU) comes from the record build
+wrote (tfship.contract applied to that image), never from tfship.yaml as it is now; tfship.yaml gives the
+deployment's own settings (namespace, replicas, resources, probes' timing, extra server flags).
 
 Templates are plain YAML. A string that is exactly `${name}` becomes the value of `name` with its type (a number,
 a list, a mapping); None drops the key (or list item), so optional parts need no template logic. `${name}` inside a
@@ -18,13 +22,16 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from tfship import images
-from tfship.artifacts import Artifacts
-from tfship.config import Config, ModelSpec
+from tfship import artifacts as tfartifacts
+from tfship import cluster, contract, resources
+from tfship.artifacts import Artifacts, ServingRecord
+from tfship.config import Config
 from tfship.errors import KubernetesError, TfshipError
+from tfship.kubectl import REQUEST_TIMEOUT, Reads
+from tfship.progress import say
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s"
-MODELS_ROOT = "/models"
+TEMPLATES_DIR = resources.template_dir("k8s")
+# Where the model config map is mounted in the pod.
 MODEL_CONFIG_DIR = "/etc/tfship"
 MODEL_CONFIG_FILE = "models.config"
 MANAGED_BY = "tfship"
@@ -73,8 +80,57 @@ def select_api_versions(served: Iterable[str] | None) -> ApiVersions:
     return ApiVersions(deployment=chosen["Deployment"], pdb=chosen["PodDisruptionBudget"])
 
 
+def served_api_versions(kube: Reads) -> list[str]:
+    """`kubectl api-versions` of the target cluster."""
+    result = kube.run("api-versions", REQUEST_TIMEOUT)
+    return [line.strip() for line in (result.stdout or "").splitlines() if line.strip()]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Public entry points
+
+
+@dataclass
+class RenderResult:
+    files: list[str]
+    out_dir: str
+    api_versions: ApiVersions
+    source: str  # where the API versions came from
+
+    def __str__(self) -> str:
+        return (
+            f"rendered {len(self.files)} manifests into {self.out_dir} ({', '.join(self.files)}); "
+            f"PodDisruptionBudget {self.api_versions.pdb} ({self.source})"
+        )
+
+
+def render_manifests(config: Config, replicas: int | None = None, *, offline: bool = False,
+                     target: Reads | None = None) -> RenderResult:
+    """Render into build/k8s/ with the API versions of the configured cluster (or current ones offline or when
+    the cluster does not answer, which it says)."""
+    recorded = tfartifacts.load(config.artifacts_path)
+    recorded.image("serving").pinned_ref  # nothing to render before a push: say so before asking the cluster
+    served: list[str] | None = None
+    source = "offline defaults"
+    if not offline:
+        try:
+            served = served_api_versions(target or cluster.target(config))
+            source = "from the cluster"
+        except TfshipError as error:
+            say(f"    cluster not reachable, rendering for a current Kubernetes ({error.message})")
+            source = "offline defaults: the cluster did not answer"
+    rendered, api_versions = render_and_write(config, recorded, served, replicas)
+    return RenderResult(files=list(rendered), out_dir=str(output_dir(config)), api_versions=api_versions,
+                        source=source)
+
+
+def render_and_write(config: Config, recorded: Artifacts, served: list[str] | None,
+                     replicas: int | None) -> tuple[dict[str, str], ApiVersions]:
+    """Render for the `served` API versions (None: offline) and replace build/k8s/ with the result."""
+    api_versions = select_api_versions(served)
+    rendered = render(config, recorded, api_versions, replicas)
+    write(rendered, output_dir(config))
+    return rendered, api_versions
 
 
 def render(
@@ -209,7 +265,8 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
             f"the serving image {serving.local_ref} runs as user {serving.user}, not a numeric non-root user",
             "rebuild it (invoke build --image serving); runAsNonRoot needs a numeric USER other than 0",
         )
-    models = _served_models(config, artifacts)
+    versions = _served_models(config, artifacts)
+    record = _serving_record(artifacts)
     kube = config.kubernetes
     if kube.termination_grace <= kube.prestop_sleep:
         raise KubernetesError(
@@ -217,29 +274,21 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
             f"({kube.prestop_sleep}s)",
             "raise termination_grace or lower prestop_sleep in tfship.yaml",
         )
-    # The same model config the serving image was built with, so the manifest says what is served.
-    model_config_text = (
-        images.model_config_text(config, artifacts.models)
-        if images.needs_model_config_file(config, artifacts.models)
-        else None
-    )
+    # The model config the serving image was built with (recorded at build time), so the manifest says what is
+    # served whatever tfship.yaml says now.
+    model_config_text = record.model_config or None
     model_config_name = (
         f"{kube.app}-models-{hashlib.sha256(model_config_text.encode()).hexdigest()[:10]}" if model_config_text else None
     )
-    first_model = models[0][0].name
-    # The serving image's entrypoint (dockerfiles/tfship-entrypoint.sh) reads MODEL_CONFIG_FILE, or MODEL_NAME
-    # under MODEL_BASE_PATH; extra server flags go in args.
-    if model_config_name:
-        env = [{"name": "MODEL_CONFIG_FILE", "value": f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}"}]
-    else:
-        env = [{"name": "MODEL_NAME", "value": first_model}, {"name": "MODEL_BASE_PATH", "value": MODELS_ROOT}]
+    environment = contract.pod_environment(
+        f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}" if model_config_name else None, record.model_name)
+    env = [{"name": name, "value": value} for name, value in environment.items()]
     args = list(config.serving.extra_args)
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if model_config_name:
         volumes.append({"name": "model-config", "configMap": {"name": model_config_name}})
         mounts.append({"name": "model-config", "mountPath": MODEL_CONFIG_DIR, "readOnly": True})
-    versions = {spec.name: sorted(found) for spec, found in models}
     annotations = {
         MODELS_ANNOTATION: json.dumps(versions, sort_keys=True, separators=(",", ":")),
         IMAGE_TAG_ANNOTATION: serving.tag,
@@ -264,13 +313,14 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
         "image": image,
         "args": args or None,
         "env": env,
-        "grpc_port": config.serving.grpc_port,
-        "rest_port": config.serving.rest_port,
-        "status_path": f"/v1/models/{first_model}",
+        "grpc_port": record.grpc_port,
+        "rest_port": record.rest_port,
+        "status_path": contract.status_path(record.model_name),
         "cpu_request": resources.cpu_request,
         "cpu_limit": resources.cpu_limit,
         "memory_request": resources.memory_request,
         "memory_limit": resources.memory_limit,
+        "gpu_limit": 1 if record.gpu else None,
         "volumes": volumes,
         "volume_mounts": mounts,
         "deployment_api_version": api_versions.deployment,
@@ -280,8 +330,8 @@ def _context(config: Config, artifacts: Artifacts, api_versions: ApiVersions, re
     }
 
 
-def _served_models(config: Config, artifacts: Artifacts) -> list[tuple[ModelSpec, list[int]]]:
-    """The models baked into the serving image, in tfship.yaml order, each with its spec and versions."""
+def _served_models(config: Config, artifacts: Artifacts) -> dict[str, list[int]]:
+    """The models baked into the serving image and their versions; each must still be listed in tfship.yaml."""
     if not artifacts.models:
         raise KubernetesError(
             "build/artifacts.json records no models in the serving image", "run: invoke build --image serving"
@@ -292,4 +342,13 @@ def _served_models(config: Config, artifacts: Artifacts) -> list[tuple[ModelSpec
             f"the serving image holds model '{unlisted[0]}', which tfship.yaml no longer lists",
             "run: invoke build --image serving && invoke push (or list the model again)",
         )
-    return [(spec, sorted(artifacts.models[spec.name])) for spec in config.models if spec.name in artifacts.models]
+    return {name: sorted(versions) for name, versions in artifacts.models.items()}
+
+
+def _serving_record(artifacts: Artifacts) -> ServingRecord:
+    if artifacts.serving is None:
+        raise KubernetesError(
+            "build/artifacts.json does not record how the serving image serves its models (an older tfship wrote it)",
+            "run: invoke build --image serving && invoke push",
+        )
+    return artifacts.serving

@@ -1,9 +1,11 @@
 """The smoke test: every Ready replica, through its own `kubectl port-forward`, over gRPC and REST.
 
-For each model it checks GetModelStatus (the expected version AVAILABLE), GetModelMetadata (the configured
-signatures), and Predict on the model's smoke sample over gRPC and REST against known answers: exact values for
-regression-like models, an error rate under a threshold for classifiers (as TF Serving's mnist_client reports
-"Inference error rate"). A port-forward pins one pod, so each replica gets its own; all are always stopped.
+For each model it checks GetModelStatus (the expected version AVAILABLE), GetModelMetadata (the signatures
+recorded at build time), and Predict on the model's recorded smoke sample over gRPC and REST against known
+answers: exact values for regression-like models, an error rate under a threshold for classifiers (as TF Serving's
+mnist_client reports "Inference error rate"). What it checks comes from build/artifacts.json only; a model without
+known answers fails unless it is configured `smoke: status-only`. A port-forward pins one pod, so each replica gets
+its own; all are always stopped.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from tfship import artifacts as artifacts_store
-from tfship import models
 from tfship.config import Config
 from tfship.errors import SmokeTestError, TfshipError
+from tfship.kubectl import Reads
 
 FORWARD_LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
 FORWARD_START_TIMEOUT = 15.0
 EXACT_TOLERANCE = 1e-4
+NO_KNOWN_ANSWERS = ("no known answers: the build recorded no smoke sample for this model (export it with one, or "
+                    "set `smoke: status-only` on the model and build again)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -48,30 +52,38 @@ class SmokeCase:
     expected_outputs: list[float] | None = None  # exact (flattened) outputs, within EXACT_TOLERANCE
     expected_labels: list[int] | None = None  # argmax of the outputs must match, up to max_error_rate
     max_error_rate: float = 0.0
+    status_only: bool = False  # configured `smoke: status-only`: no rows and no known answers expected
 
 
 def load_cases(config: Config, recorded: artifacts_store.Artifacts) -> list[SmokeCase]:
-    """One case per configured model, at the newest version baked into the serving image.
-
-    The known answers come from the smoke sample the exporter saved beside the model
-    (models/<name>/<version>/assets.extra/smoke_sample.json, see tfship.models.load_smoke_sample); a model
-    without one (imported with model.add) is checked for status and metadata only.
+    """One case per configured model, at the newest version baked into the serving image, from what build
+    recorded: the signatures and the smoke sample (read from build/smoke-samples/ by its recorded digest, so it is
+    exactly what was recorded, whatever models/ or tfship.yaml hold now). A model recorded without a sample has no
+    known answers and fails the smoke test, unless it was built with `smoke: status-only`.
     """
     if not recorded.models:
         raise SmokeTestError("build/artifacts.json records no models", "run: invoke build push deploy")
+    missing = [spec.name for spec in config.models if not recorded.models.get(spec.name)]
+    if missing:
+        raise SmokeTestError(
+            f"model {missing[0]} is configured but not in the serving image", "run: invoke build push deploy"
+        )
+    if recorded.serving is None:
+        raise SmokeTestError("build/artifacts.json does not record the serving image's smoke samples "
+                             "(an older tfship wrote it)", "run: invoke build push deploy")
     cases = []
     for spec in config.models:
-        versions = recorded.models.get(spec.name)
-        if not versions:
-            raise SmokeTestError(
-                f"model {spec.name} is configured but not in the serving image", "run: invoke build push deploy"
-            )
-        version = max(versions)
-        case = SmokeCase(model=spec.name, version=version, signatures=list(spec.signatures),
-                         max_error_rate=config.smoke.max_error_rate)
-        version_dir = models.version_dirs(models.model_dir(config, spec.name)).get(version)
-        if version_dir is not None and (version_dir / models.SMOKE_SAMPLE).is_file():
-            apply_sample(case, models.load_smoke_sample(version_dir), version_dir / models.SMOKE_SAMPLE)
+        checks = recorded.serving.smoke.get(spec.name, artifacts_store.SmokeRecord())
+        case = SmokeCase(model=spec.name, version=max(recorded.models[spec.name]), signatures=list(checks.signatures),
+                         status_only=checks.status_only, max_error_rate=config.smoke.max_error_rate)
+        if checks.sample:
+            sample = artifacts_store.read_sample(config.build_path, checks.sample)
+            try:
+                parsed = json.loads(sample)
+            except ValueError as exc:
+                raise SmokeTestError(f"the smoke sample {checks.sample} of {spec.name} is not JSON ({exc})",
+                                     "re-export the model, then: invoke build push deploy") from None
+            apply_sample(case, parsed, f"the smoke sample {checks.sample} of {spec.name}")
         cases.append(case)
     return cases
 
@@ -371,6 +383,8 @@ def check_replica(forward: PortForward, cases: Sequence[SmokeCase], grpc_port: i
 
             attempt(f"{case.model} metadata", lambda: grpc_client.signatures(case.model), signatures_present)
             if not case.rows:
+                if not case.status_only:
+                    result.checks.append(Check(f"{case.model} known answers", False, NO_KNOWN_ANSWERS))
                 continue
 
             def judge(outputs) -> Check:
@@ -395,13 +409,12 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def ready_pods(config: Config) -> list[str]:
-    from tfship import kubectl, render
+def ready_pods(config: Config, kube: Reads) -> list[str]:
+    from tfship import render
 
-    pods = json.loads(kubectl.kubectl(config, "get", "pods", "-n", config.kubernetes.namespace,
-                                      "-l", render.selector(config), "-o", "json").stdout)
+    pods = kube.items("get", "pods", "-n", config.kubernetes.namespace, "-l", render.selector(config))
     ready = []
-    for pod in pods["items"]:
+    for pod in pods:
         if pod["metadata"].get("deletionTimestamp"):
             continue
         conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
@@ -427,21 +440,25 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def smoke_test(config: Config) -> list[ReplicaResult]:
+def smoke_test(config: Config, *, target: Reads | None = None) -> list[ReplicaResult]:
     """Check every Ready replica, each through its own port-forward; a replica that fails is reported in its
     result, not raised (see require_all_ok), so one bad pod never hides the others."""
-    from tfship import kubectl
+    from tfship import cluster
 
-    cases = load_cases(config, artifacts_store.load(config.artifacts_path))
-    pods = ready_pods(config)
+    recorded = artifacts_store.load(config.artifacts_path)
+    cases = load_cases(config, recorded)
+    kube = target or cluster.target(config)
+    pods = ready_pods(config, kube)
     if not pods:
         raise SmokeTestError(f"no Ready pod of {config.kubernetes.app} in namespace {config.kubernetes.namespace}",
                              "run: invoke deploy, then invoke status")
-    ports = (config.serving.grpc_port, config.serving.rest_port)
+    # The ports the serving image listens on, as recorded (load_cases refused a record without them).
+    serving = recorded.serving or artifacts_store.ServingRecord(model_name="")
+    ports = (serving.grpc_port, serving.rest_port)
     results = []
     with _sigterm_as_interrupt():
         for pod in pods:
-            forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, pod, ports)
+            forward = PortForward(kube.argv(), config.kubernetes.namespace, pod, ports)
             try:
                 forward.start()
                 results.append(check_replica(forward, cases, *ports, timeout=config.smoke.timeout,

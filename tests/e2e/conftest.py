@@ -16,7 +16,6 @@ import pytest
 
 from tfship import cluster as tfcluster
 from tfship import config as tfconfig
-from tfship.kubectl import kubectl, kubectl_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,10 +33,10 @@ class Cluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float | None = 120) -> subprocess.CompletedProcess:
-        return kubectl(self.config, *args, input=input, check=check, timeout=timeout)
+        return tfcluster.target(self.config).run(*args, input=input, check=check, timeout=timeout)
 
     def kubectl_argv(self, *args: str) -> list[str]:
-        return kubectl_argv(self.config, *args)
+        return tfcluster.target(self.config).argv(*args)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -48,7 +49,7 @@ def namespace(cluster):
 def test_node_is_ready_and_serves_1_20(cluster):
     status = tfcluster.status(cluster.config)
     assert status.ready, status.describe()
-    if cluster.config.kubernetes.provider == "local":
+    if tfcluster.provider_for(cluster.config).name == "local":  # auto picks local where no other context answers
         assert [node.version for node in status.nodes] == [f"v{tfcluster.KUBERNETES_VERSION}"]
         assert status.context == "tfship-local"
 
@@ -78,15 +79,17 @@ def test_a_pod_from_a_locally_built_image_runs(cluster, hello_image, namespace):
 
 
 def test_cluster_status_task_reports_ready(cluster):
-    result = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "cluster.status"], cwd=REPO,
+    # The invoke of the interpreter running the tests (the venv's), in this checkout.
+    result = subprocess.run([str(Path(sys.executable).parent / "invoke"), "cluster.status"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert ": Ready, kubelet v" in result.stdout
+    assert f"kubectl context {cluster.context}" in result.stderr  # the context in use is named
 
 
 def test_second_up_is_a_quick_no_op(cluster):
     again = tfcluster.up(cluster.config)
-    assert "already Ready" in again or cluster.config.kubernetes.provider != "local"
+    assert "already Ready" in again or tfcluster.provider_for(cluster.config).name != "local"
     assert tfcluster.status(cluster.config).ready
 
 

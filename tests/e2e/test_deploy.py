@@ -21,7 +21,7 @@ import requests
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, render
+from tfship import deploy, export, images, push, registry, render, rollout
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError
 from tfship.smoke import PortForward
@@ -93,7 +93,8 @@ def broken_app(good_app, workdir) -> App:
         built, _ = client.images.build(path=context, tag=f"{BROKEN_IMAGE}:{good.tag}", rm=True, forcerm=True)
     broken = ImageArtifact(role="serving", name=BROKEN_IMAGE, tag=good.tag, image_id=built.id, user=good.user,
                            runtime=good.runtime)
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": broken}, models=good_app.artifacts.models))
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": broken}, models=good_app.artifacts.models,
+                                                      serving=good_app.artifacts.serving))
     try:
         yield App(config, push.push(config))
     finally:
@@ -114,7 +115,8 @@ def auth_app(good_app, workdir) -> App:
     good = good_app.artifacts.image("serving")
     unpushed = ImageArtifact(role="serving", name=good.name, tag=good.tag, image_id=good.image_id, user=good.user,
                              runtime=good.runtime)
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": unpushed}, models=good_app.artifacts.models))
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": unpushed}, models=good_app.artifacts.models,
+                                                      serving=good_app.artifacts.serving))
     app = App(config, push.push(config))
     assert app.artifacts.registry_auth
     return app
@@ -188,7 +190,7 @@ def assert_serving(cluster, app: App, replicas: int) -> None:
 
 
 def test_rendered_manifests_pass_server_side_dry_run(cluster, good_app):
-    result = deploy.render_manifests(good_app.config)
+    result = render.render_manifests(good_app.config)
     assert result.source == "from the cluster"
     served = cluster.kubectl("api-versions").stdout.split()
     assert result.api_versions.pdb == ("policy/v1" if "policy/v1" in served else "policy/v1beta1")
@@ -216,7 +218,7 @@ def test_a_model_that_cannot_load_fails_with_the_server_error_and_the_old_versio
     cluster, good_app, broken_app
 ):
     deploy.deploy(good_app.config, 3)
-    revision_before = deployment(cluster)["metadata"]["annotations"][deploy.REVISION_ANNOTATION]
+    revision_before = deployment(cluster)["metadata"]["annotations"][rollout.REVISION_ANNOTATION]
 
     with pytest.raises(KubernetesError) as failed:
         deploy.deploy(broken_app.config, 3)
@@ -249,7 +251,7 @@ def test_keep_failed_leaves_the_broken_rollout_and_rollback_restores_service(clu
 
 def test_scale_three_to_one_to_three(cluster, good_app):
     deploy.deploy(good_app.config, 3)
-    revision = deployment(cluster)["metadata"]["annotations"][deploy.REVISION_ANNOTATION]
+    revision = deployment(cluster)["metadata"]["annotations"][rollout.REVISION_ANNOTATION]
 
     down = deploy.deploy(good_app.config, 1)
     assert (down.ready, down.replicas) == (1, 1)
@@ -328,7 +330,8 @@ def unheld_auth_image(auth_app, workdir):
         built, _ = client.images.build(path=context, tag=f"{UNHELD_IMAGE}:{unique}", rm=True, forcerm=True)
     image = ImageArtifact(role="serving", name=UNHELD_IMAGE, tag=unique, image_id=built.id, user=10001,
                           runtime="python")
-    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": image}, models=auth_app.artifacts.models))
+    tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": image}, models=auth_app.artifacts.models,
+                                                      serving=auth_app.artifacts.serving))
     app = App(config, push.push(config))
     client.images.remove(built.id, force=True)  # every tag: the node must fetch it from the registry
     client.close()

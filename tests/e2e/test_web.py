@@ -25,7 +25,7 @@ from tfship import config as tfconfig
 from tfship import deploy, export, images, push, registry
 from tfship.web import stages
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "tfship-e2e-h13-web"

@@ -301,3 +301,35 @@ def test_tfserving_runtime_path_with_a_local_stand_in_for_the_official_image(pro
         if built is not None:
             docker_client.remove_image(built.local_ref)
         docker_client.remove_image(stand_in)
+
+
+def test_configured_ports_are_where_the_server_listens(serving, project):
+    """serving.grpc_port / serving.rest_port end to end in the image: exposed, recorded, and the server listens
+    there (acceptance predicts over REST on the new port; gRPC answers model status on the other)."""
+    from tfship.smoke import GrpcClient
+
+    project.serving.grpc_port, project.serving.rest_port = 9500, 9501
+    moved = None
+    try:
+        moved = images.ensure_serving_image(project)
+        assert moved.tag != serving.tag
+        assert set(docker_client.inspect_image(moved.local_ref)["Config"]["ExposedPorts"]) == {"9500/tcp", "9501/tcp"}
+        recorded = artifacts.load(project.artifacts_path).serving
+        assert (recorded.grpc_port, recorded.rest_port) == (9500, 9501)
+        container = images.start_container(moved.local_ref, 9500, 9501)
+        try:
+            session = requests.Session()
+            session.trust_env = False
+            images.wait_available(session, f"http://127.0.0.1:{container.rest_port}", "hp2cpu", [123], container,
+                                  deadline=time.monotonic() + 240)
+            grpc_client = GrpcClient(container.grpc_port, timeout=30)
+            try:
+                assert grpc_client.version_state("hp2cpu", 123) == "AVAILABLE"
+            finally:
+                grpc_client.close()
+        finally:
+            container.remove()
+    finally:
+        project.serving.grpc_port, project.serving.rest_port = 8500, 8501
+        if moved is not None and moved.local_ref != serving.local_ref:
+            docker_client.remove_image(moved.local_ref)

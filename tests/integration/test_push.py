@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
-import tarfile
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,10 +17,14 @@ import docker
 import docker.errors
 import pytest
 
-from tfship import artifacts, engine, proc, push, registry
+from tfship import artifacts, engine, push, registry
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError, TfshipError
+from tfship.host import apt, proc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from registry_fixtures import docker_client, free_port, make_image  # noqa: E402,F401,F811 (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -31,25 +33,11 @@ PASSWORD = "tfship-test-" + secrets.token_hex(12)
 DOCKERD_LOG = engine.dockerd_log()  # before the tests point TFSHIP_STATE_DIR elsewhere
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def docker_client():
-    engine.ensure_engine()
-    client = docker.from_env(timeout=120)
-    yield client
-    client.close()
-
-
 @pytest.fixture(scope="module")
 def distribution_image(docker_client, tmp_path_factory):
     """A stand-in for the upstream registry:2 image, which this lab cannot pull: Debian's docker-registry and the
     libc it links, FROM scratch, with registry:2's command line (`serve CONFIG`)."""
-    engine.apt_install(["docker-registry"])
+    apt.ensure_packages(["docker-registry"])
     context = tmp_path_factory.mktemp("distribution")
     binary = Path(shutil.which("docker-registry"))
     libraries = re.findall(r"(/\S+\.so[.\d]*)", proc.run(["ldd", binary]).stdout)
@@ -93,32 +81,6 @@ def project(tmp_path, registries, monkeypatch):
     monkeypatch.delenv(registry.USERNAME_ENV, raising=False)
     monkeypatch.delenv(registry.PASSWORD_ENV, raising=False)
     return Config(root=tmp_path, registry=dataclasses.replace(registries))
-
-
-@pytest.fixture
-def make_image(docker_client):
-    """Build tiny one-layer images with unique content; removes them (and their registry tags) afterwards."""
-    made: list[str] = []
-
-    def make(role: str = "serving", size: int = 4096) -> ImageArtifact:
-        payload = io.BytesIO()
-        with tarfile.open(fileobj=payload, mode="w") as tar:
-            data = os.urandom(size)
-            entry = tarfile.TarInfo("payload.bin")
-            entry.size = len(data)
-            tar.addfile(entry, io.BytesIO(data))
-        name = f"tfship-pushtest-{secrets.token_hex(4)}"
-        docker_client.api.import_image_from_data(payload.getvalue(), repository=name, tag="t1")
-        image = docker_client.images.get(f"{name}:t1")
-        made.append(image.id)
-        return ImageArtifact(role=role, name=name, tag="t1", image_id=image.id)
-
-    yield make
-    for image_id in made:
-        try:
-            docker_client.images.remove(image_id, force=True)
-        except docker.errors.NotFound:
-            pass
 
 
 def record(config: Config, *images: ImageArtifact) -> None:

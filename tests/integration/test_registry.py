@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import stat
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +13,10 @@ from tfship import engine, registry
 from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from registry_fixtures import free_port  # noqa: E402
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfship import export, smoke
+from tfship import export, images, smoke
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 
@@ -43,7 +43,8 @@ def model_config(config: Config) -> str:
 def test_every_check_passes_on_a_healthy_replica(exported, start_server, tmp_path):
     (tmp_path / "models.config").write_text(model_config(exported))
     server = start_server(f"--model_config_file={tmp_path / 'models.config'}")
-    cases = smoke.load_cases(exported, Artifacts(models={"half_plus_two": [1], "digits": [1]}))
+    served = {"half_plus_two": [1], "digits": [1]}
+    cases = smoke.load_cases(exported, Artifacts(models=served, serving=images.serving_record(exported, served)))
     assert {c.model: bool(c.rows) for c in cases} == {"half_plus_two": True, "digits": True}
 
     result = smoke.check_replica(OpenForward("local", server.grpc_port, server.rest_port), cases, 8500, 8501,
@@ -60,7 +61,8 @@ def test_every_check_passes_on_a_healthy_replica(exported, start_server, tmp_pat
 def test_wrong_version_and_wrong_answers_fail(exported, start_server, tmp_path):
     (tmp_path / "models.config").write_text(model_config(exported))
     server = start_server(f"--model_config_file={tmp_path / 'models.config'}")
-    cases = smoke.load_cases(exported, Artifacts(models={"half_plus_two": [1], "digits": [1]}))
+    served = {"half_plus_two": [1], "digits": [1]}
+    cases = smoke.load_cases(exported, Artifacts(models=served, serving=images.serving_record(exported, served)))
     half = next(c for c in cases if c.model == "half_plus_two")
     half.version = 2  # not served
     half.expected_outputs = [v + 1 for v in half.expected_outputs]  # a model that answers differently

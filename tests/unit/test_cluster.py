@@ -1,14 +1,19 @@
-"""Pure parts of the cluster module: process selection, kubeconfig renaming, node parsing, kind, kubectl argv."""
+"""Pure parts of the cluster package: process selection, kubeconfig renaming, node parsing, kind, kubectl target."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tfship import cluster, kubectl
-from tfship.cluster import ProcessInfo
+from tfship import cluster
+from tfship.cluster import kind, local, local_build
+from tfship.cluster.status import ClusterStatus, parse_nodes
+from tfship.host import processes
+from tfship.host.processes import ProcessInfo
 from tfship.config import Config, KubernetesConfig
 from tfship.errors import KubernetesError
 
@@ -18,7 +23,7 @@ ETCD_DIR = Path("/state/kubernetes/etcd")
 
 
 def select(processes: list[ProcessInfo], session: int | None = 500) -> list[int]:
-    return cluster.cluster_processes(
+    return local.cluster_processes(
         processes, session=session, bin_dirs=[BIN, BIN_LINK], etcd_dir=ETCD_DIR, own_pid=42
     )
 
@@ -71,7 +76,7 @@ def test_never_selects_itself_init_or_session_zero():
 def test_list_processes_sees_this_process():
     import os
 
-    mine = [p for p in cluster.list_processes() if p.pid == os.getpid()]
+    mine = [p for p in processes.list_processes() if p.pid == os.getpid()]
     assert len(mine) == 1 and mine[0].session == os.getsid(0)
 
 
@@ -83,7 +88,7 @@ def test_rename_kubeconfig_makes_one_self_contained_context():
                                                         "client-key-data": "S0VZ"}}],
         "contexts": [{"name": "local-up-cluster", "context": {"cluster": "local-up-cluster", "user": "local-up-cluster"}}],
     }
-    renamed = cluster.rename_kubeconfig(admin, "tfship-local")
+    renamed = local.rename_kubeconfig(admin, "tfship-local")
     assert renamed["current-context"] == "tfship-local"
     assert renamed["contexts"] == [{"name": "tfship-local", "context": {"cluster": "tfship-local", "user": "tfship-local-admin"}}]
     assert renamed["clusters"][0]["cluster"]["server"] == "https://localhost:6443"
@@ -101,41 +106,41 @@ def test_parse_nodes_reads_ready_and_the_reason_when_not():
              "status": {"conditions": [{"type": "Ready", "status": "False", "message": "container runtime is down"}]}},
         ]
     }
-    parsed = cluster.parse_nodes(nodes)
+    parsed = parse_nodes(nodes)
     assert [(n.name, n.ready, n.version) for n in parsed] == [("127.0.0.1", True, "v1.20.2"), ("other", False, "?")]
     assert parsed[1].reason == "container runtime is down"
-    status = cluster.ClusterStatus("local", "tfship-local", "https://localhost:6443", parsed)
+    status = ClusterStatus("local", "tfship-local", "https://localhost:6443", parsed)
     assert status.ready
     assert "NotReady (container runtime is down)" in status.describe()
-    assert not cluster.ClusterStatus("local", "", "?", cluster.parse_nodes({"items": []})).ready
+    assert not ClusterStatus("local", "", "?", parse_nodes({"items": []})).ready
 
 
 def test_local_up_environment_follows_the_lab_recipe():
-    env = cluster.local_up_environment(Path("/logs"), ETCD_DIR, Path("/state/audit.yaml"))
+    env = local.local_up_environment(Path("/logs"), ETCD_DIR, Path("/state/audit.yaml"))
     assert env["AUDIT_POLICY_FILE"] == "/state/audit.yaml"
-    assert yaml.safe_load(cluster.AUDIT_POLICY)["rules"][-1] == {"level": "Metadata"}
+    assert yaml.safe_load(local.AUDIT_POLICY)["rules"][-1] == {"level": "Metadata"}
     assert env["ENABLE_DAEMON"] == "true"
     assert env["KUBE_ENABLE_CLUSTER_DNS"] == "false"
     assert env["LOG_DIR"] == "/logs"
     flags = env["KUBELET_FLAGS"].split()
-    assert f"--pod-infra-container-image={cluster.PAUSE_IMAGE}" in flags
+    assert f"--pod-infra-container-image={local_build.PAUSE_IMAGE}" in flags
     assert "--fail-swap-on=false" in flags
     assert "--image-gc-high-threshold=100" in flags  # never collect other people's images on a shared engine
 
 
 def test_deb_src_entry_names_bookworm_sources_on_the_mirror():
-    entry = cluster.deb_src_entry("http://mirror.example/debian")
+    entry = local_build.deb_src_entry("http://mirror.example/debian")
     assert "Types: deb-src" in entry and "URIs: http://mirror.example/debian" in entry and "Suites: bookworm" in entry
 
 
 def test_kind_cluster_is_wired_to_the_local_registry():
-    argv, node_config = cluster.kind_create_commands("127.0.0.1:5000")
+    argv, node_config = kind.kind_create_commands("127.0.0.1:5000", "tfship-registry-5000", 5000)
     assert argv == ["kind", "create", "cluster", "--name", "tfship", "--config", "-"]
     parsed = yaml.safe_load(node_config)
     assert parsed["kind"] == "Cluster" and parsed["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     patch = parsed["containerdConfigPatches"][0]
     assert 'registry.mirrors."127.0.0.1:5000"' in patch
-    assert f'endpoint = ["http://{cluster.KIND_REGISTRY_NAME}:5000"]' in patch
+    assert 'endpoint = ["http://tfship-registry-5000:5000"]' in patch
 
 
 def config_for(provider: str, context: str = "") -> Config:
@@ -154,16 +159,16 @@ def test_kubectl_argv_for_the_local_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("TFSHIP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
     with pytest.raises(KubernetesError, match="not built yet"):
-        kubectl.kubectl_argv(config_for("local"), "get", "nodes")
-    cluster.binaries_dir().mkdir(parents=True)
-    (cluster.binaries_dir() / "kubectl").write_text("")
+        cluster.target(config_for("local")).argv("get", "nodes")
+    local_build.binaries_dir().mkdir(parents=True)
+    (local_build.binaries_dir() / "kubectl").write_text("")
     with pytest.raises(KubernetesError, match="kubeconfig .* does not exist") as raised:
-        kubectl.kubectl_argv(config_for("local"), "get", "nodes")
+        cluster.target(config_for("local")).argv("get", "nodes")
     assert raised.value.hint == "run: invoke cluster.up"
-    cluster.local_kubeconfig().parent.mkdir(parents=True)
-    cluster.local_kubeconfig().write_text("")
-    assert kubectl.kubectl_argv(config_for("local"), "get", "nodes") == [
-        str(cluster.binaries_dir() / "kubectl"), "--kubeconfig", str(cluster.local_kubeconfig()),
+    local.local_kubeconfig().parent.mkdir(parents=True)
+    local.local_kubeconfig().write_text("")
+    assert cluster.target(config_for("local")).argv("get", "nodes") == [
+        str(local_build.binaries_dir() / "kubectl"), "--kubeconfig", str(local.local_kubeconfig()),
         "--context", "tfship-local", "get", "nodes",
     ]
 
@@ -174,11 +179,11 @@ def test_kubectl_argv_for_an_external_cluster(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
-    assert kubectl.kubectl_argv(config_for("external"), "version") == [str(fake), "version"]
-    assert kubectl.kubectl_argv(config_for("external", "prod"), "version") == [str(fake), "--context", "prod", "version"]
+    assert cluster.target(config_for("external")).argv("version") == [str(fake), "version"]
+    assert cluster.target(config_for("external", "prod")).argv("version") == [str(fake), "--context", "prod", "version"]
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(KubernetesError, match="not on PATH"):
-        kubectl.kubectl_argv(config_for("external"), "version")
+        cluster.target(config_for("external")).argv("version")
 
 
 def test_local_status_without_a_kubeconfig_says_run_cluster_up(tmp_path, monkeypatch):
@@ -204,7 +209,7 @@ class RecordingStep:
 
 def test_build_progress_shows_milestones_and_counts_packages():
     recorder = RecordingStep()
-    on_line = cluster.BuildProgress(recorder, every=2)
+    on_line = local_build.BuildProgress(recorder, every=2)
     for line in ["+++ [1121 10:40:19] Building go targets for linux/amd64:", "    k8s.io/kubernetes/cmd/kubelet",
                  "k8s.io/kubernetes/vendor/golang.org/x/net/http2", "k8s.io/kubernetes/pkg/api", "runtime",
                  "# some warning about a/b c", "k8s.io/kubernetes/cmd/kubectl"]:
@@ -221,7 +226,7 @@ def run_script(tmp_path, body: str):
         script = subprocess.Popen(["sh", "-c", body], stdout=log, stderr=subprocess.STDOUT)
     recorder = RecordingStep()
     try:
-        cluster._follow_script(script, log_path, recorder)
+        local._follow_script(script, log_path, recorder)
     finally:
         script.kill()
         script.wait()
@@ -240,7 +245,7 @@ def test_a_failing_script_is_an_error_naming_its_log(tmp_path):
 
 
 def test_a_script_that_does_not_return_is_stopped_waiting_for(tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster, "START_TIMEOUT", 0.5)
+    monkeypatch.setattr(local, "START_TIMEOUT", 0.5)
     with pytest.raises(KubernetesError, match="did not return within"):
         run_script(tmp_path, "sleep 30")
 
@@ -257,3 +262,223 @@ def test_an_unreachable_external_cluster_is_one_clear_line(tmp_path, monkeypatch
         "the cluster of context prod does not answer: The connection to the server localhost:8080 was refused"
     )
     assert "kubernetes.context" in raised.value.hint
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Known defects of issue 9, each proven by a test that failed before the fix
+
+
+def test_the_source_download_uses_the_configured_debian_mirror(tmp_path, monkeypatch):
+    """Before: the build read a default Config() and so the host's mirror, whatever base.debian_mirror said."""
+    from tfship.config import BaseConfig
+    from tfship.host import apt, proc
+
+    monkeypatch.setenv("TFSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    sources_file = tmp_path / "tfship-bookworm-src.sources"
+    monkeypatch.setattr(local_build, "APT_SOURCES_FILE", sources_file)
+    monkeypatch.setattr(apt, "is_root", lambda: True)
+    ran: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):
+        argv = [str(a) for a in argv]
+        ran.append(argv)
+        if argv[:2] == ["apt-get", "source"]:
+            (Path(kwargs["cwd"]) / "kubernetes_1.20.2.orig.tar.xz").write_text("")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(proc, "run", fake_run)
+    config = Config(base=BaseConfig(debian_mirror="http://mirror.example/debian"))
+    tarball = local_build.download_source(RecordingStep(), config)
+    assert "URIs: http://mirror.example/debian\n" in sources_file.read_text()
+    assert ran == [["apt-get", "update", "-qq"], ["apt-get", "source", "--download-only", "kubernetes/bookworm"]]
+    assert tarball.name == "kubernetes_1.20.2.orig.tar.xz"
+
+
+class FakeDocker:
+    """Answers the docker and kind commands the kind provider runs; records them."""
+
+    def __init__(self, published: str = "tfship-registry-5000\n", connect: tuple[int, str] = (0, ""),
+                 clusters: str = ""):
+        self.published = published
+        self.connect = connect
+        self.clusters = clusters
+        self.ran: list[list[str]] = []
+        self.inputs: list[str | None] = []
+
+    def __call__(self, argv, *, check=True, error=KubernetesError, hint=None, input=None, **kwargs):
+        argv = [str(a) for a in argv]
+        self.ran.append(argv)
+        self.inputs.append(input)
+        code, out, err = 0, "", ""
+        if argv[:2] == ["docker", "ps"]:
+            out = self.published
+        elif argv[:2] == ["docker", "inspect"]:
+            out = json.dumps({"5000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "5000"}]})
+        elif argv[:3] == ["docker", "network", "connect"]:
+            code, err = self.connect
+        elif argv[:3] == ["kind", "get", "clusters"]:
+            out = self.clusters
+        if check and code:
+            raise error(f"'{' '.join(argv[:4])}' failed with exit code {code}: {err}", hint)
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def kind_provider(fake: FakeDocker) -> kind.KindProvider:
+    return kind.KindProvider(config_for("kind"), run=fake, which=lambda name: f"/usr/local/bin/{name}")
+
+
+def test_kind_wires_the_registry_container_that_really_runs():
+    """Before: the mirror named tfship-kind-registry, a container nothing created."""
+    fake = FakeDocker()
+    result = kind_provider(fake).up()
+    create = fake.ran.index(["kind", "create", "cluster", "--name", "tfship", "--config", "-"])
+    patch = yaml.safe_load(fake.inputs[create])["containerdConfigPatches"][0]
+    assert 'endpoint = ["http://tfship-registry-5000:5000"]' in patch
+    assert ["docker", "network", "connect", "kind", "tfship-registry-5000"] in fake.ran[create:]
+    assert "created (context kind-tfship)" in result and "joined network kind" in result
+
+
+def test_kind_without_a_registry_container_says_so_before_creating_anything():
+    fake = FakeDocker(published="")
+    with pytest.raises(KubernetesError, match="no running container publishes registry port 5000") as raised:
+        kind_provider(fake).up()
+    assert "registry.server: container" in raised.value.hint
+    assert not any(argv[:2] == ["kind", "create"] for argv in fake.ran)
+
+
+def test_a_failed_docker_network_connect_is_an_error():
+    """Before: its failure was ignored (check=False, result dropped) and pulls failed later on the node."""
+    fake = FakeDocker(connect=(1, "Error response from daemon: network kind not found"))
+    with pytest.raises(KubernetesError) as raised:
+        kind_provider(fake).up()
+    assert raised.value.message == ("could not connect registry container tfship-registry-5000 to kind's network: "
+                                    "Error response from daemon: network kind not found")
+    assert raised.value.hint == "run it by hand: docker network connect kind tfship-registry-5000"
+
+
+def test_a_registry_already_on_kinds_network_is_fine_and_an_existing_cluster_is_kept():
+    fake = FakeDocker(connect=(1, "Error response from daemon: endpoint with name tfship-registry-5000 already "
+                                  "exists in network kind"), clusters="tfship\n")
+    result = kind_provider(fake).up()
+    assert "already exists" in result and "already on network kind" in result
+    assert not any(argv[:2] == ["kind", "create"] for argv in fake.ran)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kubernetes.provider auto, and a registry the cluster cannot reach (issue 11)
+
+
+def fake_kubectl_on_path(tmp_path, monkeypatch, *, current: str = "prod", answers: bool = True,
+                         node_addresses: tuple[str, ...] = ("10.255.255.1",)) -> None:
+    """A real executable named kubectl on PATH: a current context, a cluster that answers or not, one node."""
+    import sys
+
+    nodes = {"items": [{"metadata": {"name": "worker-1"},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                   "nodeInfo": {"kubeletVersion": "v1.29.0"},
+                                   "addresses": [{"type": "InternalIP", "address": a} for a in node_addresses]}}]}
+    script = tmp_path / "bin" / "kubectl"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"""#!{sys.executable}
+import json, sys
+args = sys.argv[1:]
+if args[:2] == ["config", "current-context"]:
+    print({current!r}) if {current!r} else sys.exit("error: current-context is not set")
+elif "--raw" in args or ("get" in args and "nodes" in args):
+    if not {answers!r}:
+        sys.exit("Unable to connect to the server: dial tcp 10.0.0.9:6443: i/o timeout")
+    print("{{}}" if "--raw" in args else json.dumps({nodes!r}))
+elif "view" in args:
+    print("https://10.0.0.9:6443")
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(script.parent))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    # Should a broken choice fall back to the local provider, it must not touch this machine's real cluster.
+    monkeypatch.setenv("TFSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
+    from tfship.host import apt
+
+    monkeypatch.setattr(apt, "is_root", lambda: False)
+    monkeypatch.setattr(cluster.auto, "_chosen", {})
+    monkeypatch.setattr(cluster, "_said", set())
+
+
+def test_auto_uses_the_current_context_when_it_answers_and_says_so(tmp_path, monkeypatch, capsys):
+    fake_kubectl_on_path(tmp_path, monkeypatch)
+    chosen = cluster.provider_for(config_for("auto"))
+    assert (chosen.name, chosen.context) == ("external", "prod")
+    assert cluster.target(config_for("auto")).argv("get", "pods") == [
+        str(tmp_path / "bin" / "kubectl"), "--context", "prod", "get", "pods"]
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["cluster: external, kubectl context prod "
+                    "(kubernetes.provider auto chose external: the current kubectl context prod answers)"]
+
+
+def test_auto_falls_back_to_the_local_cluster_and_says_why(tmp_path, monkeypatch):
+    fake_kubectl_on_path(tmp_path, monkeypatch, answers=False)
+    chosen = cluster.provider_for(config_for("auto"))
+    assert (chosen.name, chosen.context) == ("local", "tfship-local")
+    assert chosen.chosen_because == (
+        "kubernetes.provider auto chose local: the current kubectl context prod does not answer "
+        "(Unable to connect to the server: dial tcp 10.0.0.9:6443: i/o timeout)")
+    fake_kubectl_on_path(tmp_path, monkeypatch, current="")
+    assert cluster.provider_for(config_for("auto")).chosen_because.endswith("kubectl has no current context")
+    fake_kubectl_on_path(tmp_path, monkeypatch, current="tfship-local")
+    assert cluster.provider_for(config_for("auto")).name == "local"
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(cluster.auto, "_chosen", {})
+    assert cluster.provider_for(config_for("auto")).chosen_because.endswith("no kubectl on PATH")
+
+
+def test_auto_with_a_named_context_uses_it():
+    assert cluster.auto.choose(config_for("auto", "staging"), which=lambda name: None).provider == "external"
+    assert cluster.auto.choose(config_for("auto", "tfship-local"), which=lambda name: None).provider == "local"
+
+
+def test_up_and_status_name_the_context_in_use(tmp_path, monkeypatch, capsys):
+    fake_kubectl_on_path(tmp_path, monkeypatch)
+    said = cluster.up(config_for("auto"))
+    assert "external (auto) cluster at https://10.0.0.9:6443 (context prod)" in said
+    assert capsys.readouterr().err.startswith("cluster: external, kubectl context prod (kubernetes.provider auto")
+    assert cluster.status(config_for("auto")).describe().startswith(
+        "external (auto) cluster at https://10.0.0.9:6443 (context prod)")
+
+
+def test_a_loopback_registry_and_a_node_elsewhere_is_one_line_before_deploy(tmp_path, monkeypatch):
+    fake_kubectl_on_path(tmp_path, monkeypatch)
+    with pytest.raises(KubernetesError) as raised:
+        cluster.check_pull(config_for("auto"), "127.0.0.1:5000/tfship/tfship-serving@sha256:" + "a" * 64)
+    assert raised.value.message == ("registry 127.0.0.1:5000 is on this machine's loopback, but node worker-1 "
+                                    "(10.255.255.1) is another machine and cannot pull from it")
+    assert "context prod" in raised.value.hint
+    assert "\n" not in raised.value.one_line()
+    # A registry the node can reach by name, and Docker Hub, pass.
+    cluster.check_pull(config_for("auto"), "registry.example.com:5000/tfship/tfship-serving:1")
+    cluster.check_pull(config_for("auto"), "tfship/tfship-serving:1")
+
+
+def test_a_node_on_this_machine_reaches_a_loopback_registry(tmp_path, monkeypatch):
+    fake_kubectl_on_path(tmp_path, monkeypatch, node_addresses=("127.0.0.1",))
+    cluster.check_pull(config_for("external", "prod"), "127.0.0.1:5000/tfship/tfship-serving:1")
+
+
+def test_registry_host_of_references():
+    from tfship.cluster.reach import registry_host
+
+    assert registry_host("127.0.0.1:5000") == "127.0.0.1"
+    assert registry_host("localhost:5000/team") == "localhost"
+    assert registry_host("[::1]:5000") == "::1"
+    assert registry_host("ghcr.io/org") == "ghcr.io"
+
+
+def test_the_local_cluster_as_an_ordinary_user_is_one_line_and_starts_nothing(tmp_path, monkeypatch):
+    from tfship import engine
+    from tfship.host import apt
+
+    monkeypatch.setenv("TFSHIP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(apt, "is_root", lambda: False)
+    monkeypatch.setattr(engine, "ensure_engine", lambda config=None: pytest.fail("must not touch the engine"))
+    with pytest.raises(KubernetesError, match="the local cluster needs root") as raised:
+        cluster.up(config_for("local"))
+    assert "kubernetes.provider: auto" in raised.value.hint

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,31 @@ def test_every_error_is_one_line_with_a_hint(tmp_path):
         load(tmp_path, "kubernetes:\n  replica: 3\n")
     line = caught.value.one_line()
     assert line.startswith("Error: ") and "(hint: " in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("kubernetes.namespace", "Bad_NS", "kubernetes.namespace 'Bad_NS' is not a DNS label"),
+        ("kubernetes.namespace", "-edge", "kubernetes.namespace '-edge' is not a DNS label"),
+        ("kubernetes.app", "x" * 64, "is not a DNS label"),
+        ("project", "My Project", "project 'My Project' is not a DNS label"),
+        ("images.serving", "Tfship-Serving", "images.serving 'Tfship-Serving' is not a valid image repository name"),
+        ("registry.repository", "team//models", "registry.repository 'team//models' is not a valid image repository"),
+        ("serving.rest_port", "70000", "serving.rest_port 70000 is not a TCP port"),
+        ("serving.rest_port", "8500", "serving.grpc_port and serving.rest_port are both 8500"),
+        ("smoke.max_error_rate", "1.5", "smoke.max_error_rate 1.5 is not a rate"),
+        ("smoke.timeout", "0", "smoke.timeout must be more than 0 seconds"),
+    ],
+)
+def test_names_ports_and_ranges_are_checked_at_load(tmp_path, key, value, message):
+    (tmp_path / "tfship.yaml").write_text("project: tfship\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        tfconfig.load(tmp_path / "tfship.yaml", environ={}, overrides={key: value})
+
+
+def test_good_names_pass(tmp_path):
+    (tmp_path / "tfship.yaml").write_text("project: tfship\n")
+    loaded = tfconfig.load(tmp_path / "tfship.yaml", environ={}, overrides={"kubernetes.namespace": "team-a", "project": "shop2",
+                                                       "registry.repository": "org/ml.models"})
+    assert loaded.kubernetes.namespace == "team-a"

@@ -11,7 +11,7 @@ import pytest
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy
+from tfship import deploy, images, kubectl, render, rollout
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError, RegistryError
 
@@ -26,7 +26,7 @@ def deployment(revision: int, digest: str, replicas: int = 3, ready: int = 3, up
     return {
         "kind": "Deployment",
         "metadata": {"name": "tfship-serving", "generation": generation, "labels": SELECTOR,
-                     "annotations": {deploy.REVISION_ANNOTATION: str(revision)}},
+                     "annotations": {rollout.REVISION_ANNOTATION: str(revision)}},
         "spec": {"replicas": replicas,
                  "template": {"spec": {"containers": [{"name": "serving", "image": f"{REPOSITORY}@{digest}"}]}}},
         "status": {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated,
@@ -37,7 +37,7 @@ def deployment(revision: int, digest: str, replicas: int = 3, ready: int = 3, up
 def replica_set(revision: int, template_hash: str) -> dict:
     return {"kind": "ReplicaSet", "metadata": {"name": f"tfship-serving-{template_hash}",
                                                "labels": {**SELECTOR, "pod-template-hash": template_hash},
-                                               "annotations": {deploy.REVISION_ANNOTATION: str(revision)}}}
+                                               "annotations": {rollout.REVISION_ANNOTATION: str(revision)}}}
 
 
 def pod(name: str, template_hash: str, waiting: dict | None = None, last_terminated: dict | None = None,
@@ -53,8 +53,8 @@ def pod(name: str, template_hash: str, waiting: dict | None = None, last_termina
             "status": status}
 
 
-class FakeKubectl:
-    """Answers the kubectl calls deploy makes from scripted cluster states; records every call."""
+class FakeKubectl(kubectl.Reads):
+    """A kubectl target that answers the calls deploy makes from scripted cluster states; records every call."""
 
     def __init__(self, before: dict | None, watch_states: list[list[dict]], after_undo: list[dict] | None = None,
                  events: list[dict] | None = None, logs: str = "", api_versions: str = "v1\napps/v1\npolicy/v1beta1\n"):
@@ -68,7 +68,7 @@ class FakeKubectl:
         self.applied_after_namespace = False
         self.namespace_states: list[str] = []  # kubectl get namespace answers, then "" (not found)
 
-    def __call__(self, config, *args: str, input: str | None = None, check: bool = True):
+    def run(self, *args: str, input: str | None = None, check: bool = True, timeout: float | None = None):
         self.calls.append((args, input))
         verb = args[0]
         if verb == "api-versions":
@@ -131,12 +131,13 @@ def save_artifacts(config: tfconfig.Config, auth: bool) -> None:
     serving = ImageArtifact(role="serving", name="tfship-serving", tag="t2", image_id="sha256:" + "22" * 32,
                             user=10001, runtime="python", repository=REPOSITORY, digest=DIGEST_NEW)
     tfartifacts.save(config.artifacts_path, Artifacts(images={"serving": serving}, models={"half_plus_two": [1]},
+                                                      serving=images.serving_record(config, {"half_plus_two": [1]}, keep_samples=False),
                                                       registry="127.0.0.1:5000", registry_auth=auth))
 
 
 def run_deploy(cfg, fake, **kwargs):
     clock = FakeClock()
-    return deploy.deploy(cfg, 3, kubectl=fake, clock=clock, sleep=clock.sleep, **kwargs)
+    return deploy.deploy(cfg, 3, target=fake, clock=clock, sleep=clock.sleep, **kwargs)
 
 
 OLD = [deployment(1, DIGEST_OLD), replica_set(1, "aaa")]
@@ -152,7 +153,7 @@ def test_a_successful_rollout_reports_ready_replicas_and_the_digest(cfg):
     fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, ROLLING, DONE])
     result = run_deploy(cfg, fake)
     assert (result.ready, result.replicas, result.digest, result.revision) == (3, 3, DIGEST_NEW, "2")
-    assert [args[:2] for args, _ in fake.calls[:3]] == [("api-versions", deploy.REQUEST_TIMEOUT),
+    assert [args[:2] for args, _ in fake.calls[:3]] == [("api-versions", kubectl.REQUEST_TIMEOUT),
                                                          ("get", "namespace"), ("apply", "-f")]
     assert "kind: Namespace" in fake.calls[2][1], "the namespace is applied first, on its own"
     assert not any(args[0] == "rollout" for args, _ in fake.calls)
@@ -226,7 +227,7 @@ def test_the_rollout_deadline_is_bounded(cfg):
         run_deploy(cfg, fake)
     assert "statuscode: 404" in failed.value.message
     polls = sum(1 for args, _ in fake.calls if args[:2] == ("get", "deployments,replicasets,pods"))
-    assert polls <= cfg.kubernetes.rollout_timeout / deploy.POLL_SECONDS + 2
+    assert polls <= cfg.kubernetes.rollout_timeout / rollout.POLL_SECONDS + 2
 
 
 def test_the_pull_secret_goes_through_stdin_only(cfg, monkeypatch):
@@ -251,28 +252,29 @@ def test_missing_registry_credentials_stop_before_anything_rolls(cfg, monkeypatc
 
 
 def test_rollout_complete_follows_kubectl_rollout_status():
-    assert deploy.rollout_complete(deployment(2, DIGEST_NEW))
-    assert not deploy.rollout_complete(deployment(2, DIGEST_NEW, generation=3, observed=2))
-    assert not deploy.rollout_complete(deployment(2, DIGEST_NEW, updated=2, total=4))
-    assert not deploy.rollout_complete(deployment(2, DIGEST_NEW, ready=2))
-    assert deploy.rollout_complete(deployment(2, DIGEST_NEW, replicas=0, ready=0, updated=0, total=0))
+    assert rollout.rollout_complete(deployment(2, DIGEST_NEW))
+    assert not rollout.rollout_complete(deployment(2, DIGEST_NEW, generation=3, observed=2))
+    assert not rollout.rollout_complete(deployment(2, DIGEST_NEW, updated=2, total=4))
+    assert not rollout.rollout_complete(deployment(2, DIGEST_NEW, ready=2))
+    assert rollout.rollout_complete(deployment(2, DIGEST_NEW, replicas=0, ready=0, updated=0, total=0))
 
 
 def test_diagnose_ignores_pods_that_are_just_starting():
-    assert deploy.diagnose([pod("p", "h", waiting={"reason": "ContainerCreating"})]) is None
-    problem = deploy.diagnose([pod("p", "h", waiting={"reason": "CreateContainerConfigError",
+    assert rollout.diagnose([pod("p", "h", waiting={"reason": "ContainerCreating"})]) is None
+    problem = rollout.diagnose([pod("p", "h", waiting={"reason": "CreateContainerConfigError",
                                                       "message": 'configmap "x" not found'})])
     assert problem is not None and problem.kind == "config" and 'configmap "x" not found' in problem.detail
 
 
 def test_render_asks_the_cluster_and_falls_back_to_current_api_versions(cfg):
-    from_cluster = deploy.render_manifests(cfg, kubectl=FakeKubectl(before=None, watch_states=[[]]))
+    from_cluster = render.render_manifests(cfg, target=FakeKubectl(before=None, watch_states=[[]]))
     assert (from_cluster.source, from_cluster.api_versions.pdb) == ("from the cluster", "policy/v1beta1")
 
-    def unreachable(config, *args, input=None, check=True):
-        raise KubernetesError("the connection to the server 127.0.0.1:6443 was refused")
+    class Unreachable(kubectl.Reads):
+        def run(self, *args, input=None, check=True, timeout=None):
+            raise KubernetesError("the connection to the server 127.0.0.1:6443 was refused")
 
-    offline = deploy.render_manifests(cfg, kubectl=unreachable)
+    offline = render.render_manifests(cfg, target=Unreachable())
     assert offline.source.startswith("offline defaults") and offline.api_versions.pdb == "policy/v1"
     assert (cfg.build_path / "k8s" / "30-pdb.yaml").read_text().startswith("apiVersion: policy/v1\n")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfship import bases, docker_client, images
+from tfship import bases, contract, docker_client, images
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
 
@@ -134,9 +134,9 @@ def test_served_versions_errors_name_the_folder(tmp_path):
 
 def test_one_latest_model_needs_no_config_file_and_two_do(tmp_path):
     config = config_with(tmp_path, ModelSpec(name="a"), ModelSpec(name="b", version_policy="all", labels={"stable": 1}))
-    assert not images.needs_model_config_file(config, {"a": [1]})
-    assert images.needs_model_config_file(config, {"a": [1], "b": [1, 2]})
-    text = images.model_config_text(config, {"a": [1], "b": [1, 2]})
+    assert not contract.needs_model_config_file(images.served_models(config, {"a": [1]}))
+    assert contract.needs_model_config_file(images.served_models(config, {"a": [1], "b": [1, 2]}))
+    text = contract.model_config_text(images.served_models(config, {"a": [1], "b": [1, 2]}))
     assert 'name: "a"' in text and 'base_path: "/models/a"' in text and "latest { num_versions: 1 }" in text
     assert "all {}" in text and 'version_labels { key: "stable" value: 1 }' in text
 
@@ -146,7 +146,7 @@ def test_model_config_text_parses_as_tf_serving_config(tmp_path):
     from tensorflow_serving.config import model_server_config_pb2
 
     config = config_with(tmp_path, ModelSpec(name="a", version_policy="specific", versions=[1, 3]), ModelSpec(name="b"))
-    parsed = text_format.Parse(images.model_config_text(config, {"a": [1, 3], "b": [7]}),
+    parsed = text_format.Parse(contract.model_config_text(images.served_models(config, {"a": [1, 3], "b": [7]})),
                                model_server_config_pb2.ModelServerConfig())
     first, second = parsed.model_config_list.config
     assert list(first.model_version_policy.specific.versions) == [1, 3]
@@ -267,3 +267,26 @@ def test_build_fails_on_a_missing_model_before_building_anything(tmp_path, monke
     assert failure.value.hint.startswith("run: invoke export --model missing")
     with pytest.raises(ConfigError, match="unknown image"):
         images.build(config, images=("prod",))
+
+
+def test_the_serving_record_is_what_the_image_is_built_with(tmp_path):
+    from tfship import artifacts
+    from tfship.artifacts import ImageArtifact
+
+    make_model(tmp_path, "a", ["1", "2"])
+    make_model(tmp_path, "b", ["5"])
+    config = config_with(tmp_path, ModelSpec(name="a", version_policy="all", signatures=["serving_default", "x"]),
+                         ModelSpec(name="b", smoke="status-only"))
+    config.serving.grpc_port = 9000
+    served = images.stage_models(config, tmp_path / "context")
+    record = images.serving_record(config, served)
+    assert record.model_config == (tmp_path / "context" / "models.config").read_text()
+    assert (record.model_name, record.grpc_port, record.rest_port, record.gpu) == ("a", 9000, 8501, False)
+    assert record.smoke["a"].signatures == ["serving_default", "x"] and record.smoke["a"].sample == ""  # no sample
+    assert record.smoke["b"].status_only
+    plan = images.serving_plan(config, "runtime:1", "sha256:1", tmp_path,
+                               images.served_models(config, served))
+    assert plan.buildargs["MODEL_CONFIG_FILE"] == images.contract.MODEL_CONFIG_PATH
+    images._record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models=served,
+                   serving=record)
+    assert artifacts.load(config.artifacts_path).serving == record

@@ -6,6 +6,7 @@ image runs (tests/integration/test_export.py runs it there).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -293,3 +294,42 @@ def _example(features: dict[str, list[float]]) -> bytes:
             feature={k: tf.train.Feature(float_list=tf.train.FloatList(value=v)) for k, v in features.items()}
         )
     ).SerializeToString()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bounded model folders (no TensorFlow needed: check_files looks at files only)
+
+
+@pytest.fixture
+def reference_copy(tmp_path) -> Path:
+    copy = tmp_path / "half_plus_two" / "1"
+    shutil.copytree(model_fixtures.REFERENCE_HALF_PLUS_TWO, copy)
+    return copy
+
+
+def test_a_symlink_out_of_the_model_folder_is_refused_naming_both_ends(reference_copy):
+    (reference_copy / "assets" / "escape").symlink_to("/")
+    with pytest.raises(ModelError, match=r"assets/escape is a symlink to /, outside the model folder") as caught:
+        models.check_files(reference_copy, 4096)
+    assert "copy what it points to" in caught.value.hint
+
+
+def test_a_symlink_loop_and_a_dangling_link_end_quickly_with_one_line(reference_copy):
+    (reference_copy / "assets" / "a").symlink_to(reference_copy / "assets" / "b")
+    (reference_copy / "assets" / "b").symlink_to(reference_copy / "assets" / "a")
+    with pytest.raises(ModelError, match="dangling symlink"):
+        models.check_files(reference_copy, 4096)
+
+
+def test_a_symlink_inside_the_model_folder_is_fine(reference_copy):
+    (reference_copy / "assets" / "again.txt").symlink_to(reference_copy / "assets" / "foo.txt")
+    size = models.check_files(reference_copy, 4096)
+    assert size == sum(p.stat().st_size for p in reference_copy.rglob("*") if p.is_file())
+
+
+def test_a_model_over_the_size_limit_is_refused_before_it_is_hashed_or_copied(reference_copy):
+    with open(reference_copy / "variables" / "padding.bin", "wb") as big:
+        big.truncate(2 * 1024 * 1024)  # sparse: 2 MB of size, no disk
+    with pytest.raises(ModelError, match=r"larger than the 1 MB limit \(model_size_limit_mb\)"):
+        models.check_files(reference_copy, 1)
+    assert models.check_files(reference_copy, 3) > 2 * 1024 * 1024

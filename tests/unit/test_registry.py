@@ -5,16 +5,22 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import sys
 from pathlib import Path
 
 import bcrypt
 import pytest
+import requests
 import yaml
 
 from tfship import push, registry
+from tfship.registry import address, client, local
 from tfship.artifacts import Artifacts, ImageArtifact, save
 from tfship.config import Config, RegistryConfig
 from tfship.errors import ConfigError, RegistryError, TfshipError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from registry_fixtures import credential_helper, write_docker_config  # noqa: E402
 
 PASSWORD_ENV = registry.PASSWORD_ENV
 USERNAME_ENV = registry.USERNAME_ENV
@@ -91,14 +97,14 @@ def test_engine_allows_http_only_to_loopback_or_insecure_registries(address, reg
     ],
 )
 def test_choose_server(tmp_path, monkeypatch, setting, running, pullable, expected):
-    monkeypatch.setattr(registry, "_upstream_image_available", lambda config: pullable)
-    assert registry._choose_server(make_config(tmp_path, server=setting), running) == expected
+    monkeypatch.setattr(local, "upstream_image_available", lambda config: pullable)
+    assert local.choose_server(make_config(tmp_path, server=setting), running) == expected
 
 
 def test_container_wanted_but_not_pullable_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_upstream_image_available", lambda config: False)
+    monkeypatch.setattr(local, "upstream_image_available", lambda config: False)
     with pytest.raises(RegistryError, match="neither has nor can pull registry:2") as caught:
-        registry._choose_server(make_config(tmp_path, server="container"), None)
+        local.choose_server(make_config(tmp_path, server="container"), None)
     assert "registry.server: process" in caught.value.hint
 
 
@@ -314,3 +320,127 @@ def test_pinned_ref_needs_a_push(tmp_path):
     save(tmp_path / "build" / "artifacts.json", artifacts)
     with pytest.raises(TfshipError, match="has not been pushed"):
         artifacts.image("serving").pinned_ref
+
+
+# ---- references as users write them
+
+
+@pytest.mark.parametrize(
+    ("url", "registry_name", "namespace", "api", "login_key"),
+    [
+        ("127.0.0.1:5000", "127.0.0.1:5000", "", "127.0.0.1:5000", "127.0.0.1:5000"),
+        ("docker.io/alice", "docker.io", "alice", "registry-1.docker.io", "https://index.docker.io/v1/"),
+        ("index.docker.io/alice", "docker.io", "alice", "registry-1.docker.io", "https://index.docker.io/v1/"),
+        ("ghcr.io/org/team", "ghcr.io", "org/team", "ghcr.io", "ghcr.io"),
+        ("registry.example:8443/ns/", "registry.example:8443", "ns", "registry.example:8443", "registry.example:8443"),
+        ("localhost:5443", "localhost:5443", "", "localhost:5443", "localhost:5443"),
+    ],
+)
+def test_registry_url_forms(url, registry_name, namespace, api, login_key):
+    ref = address.parse_registry_url(url)
+    assert (ref.registry, ref.namespace) == (registry_name, namespace)
+    assert address.api_host(ref.registry) == api
+    assert address.credentials_key(ref.registry) == login_key
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("alice/models", "does not name a registry host"),
+        ("https://ghcr.io/org", "has a scheme"),
+        ("ghcr.io/Org", "namespace part 'Org'"),
+        ("ghcr.io//org", "namespace part ''"),
+        ("ghcr.io:99999", "does not start with a registry host"),
+    ],
+)
+def test_bad_registry_urls_are_one_line_config_errors(url, expected):
+    with pytest.raises(ConfigError, match=expected) as caught:
+        address.parse_registry_url(url)
+    assert caught.value.hint and "\n" not in caught.value.one_line()
+
+
+def test_external_registry_with_a_namespace_names_images_under_it(tmp_path):
+    config = make_config(tmp_path, url="ghcr.io/org/team", local=False, insecure=False)
+    info = registry.resolve(config)
+    assert (info.address, info.namespace, info.base_url) == ("ghcr.io", "org/team", "https://ghcr.io")
+    assert registry.image_repository(config, info, "tfship-serving") == "org/team/tfship/tfship-serving"
+
+
+def test_docker_hub_images_are_user_slash_name(tmp_path):
+    config = make_config(tmp_path, url="docker.io/alice", local=False, insecure=False)
+    info = registry.resolve(config)
+    assert info.base_url == "https://registry-1.docker.io"
+    with pytest.raises(ConfigError, match="Docker Hub repositories are NAMESPACE/NAME") as caught:
+        registry.image_repository(config, info, "tfship-serving")
+    assert "registry.repository: ''" in caught.value.hint
+    config.registry.repository = ""
+    assert registry.image_repository(config, info, "tfship-serving") == "alice/tfship-serving"
+    assert registry.familiar_name("docker.io/alice/tfship-serving") == "alice/tfship-serving"
+    assert registry.familiar_name("docker.io/library/busybox") == "busybox"
+    assert registry.familiar_name("ghcr.io/org/x") == "ghcr.io/org/x"
+
+
+def test_docker_hub_credentials_are_looked_up_under_the_index_url(tmp_path, monkeypatch):
+    """As the Docker CLI files them: a real credential helper is asked for https://index.docker.io/v1/."""
+    log = credential_helper(tmp_path, monkeypatch, "https://index.docker.io/v1/", "alice", "hub-token-1")
+    write_docker_config({"credsStore": "tfshiptest"})
+    config = make_config(tmp_path, url="docker.io/alice", local=False, insecure=False)
+    assert registry.credentials(config) == ("alice", "hub-token-1")
+    assert log.read_text().split() == ["https://index.docker.io/v1/"]
+
+
+def test_docker_hub_credentials_from_auths(tmp_path):
+    token = base64.b64encode(b"alice:hub-token-2").decode()
+    write_docker_config({"auths": {"https://index.docker.io/v1/": {"auth": token}}})
+    assert registry.credentials(make_config(tmp_path, url="index.docker.io/alice", local=False)) == (
+        "alice", "hub-token-2")
+
+
+def test_cred_helpers_win_over_the_default_store_for_their_registry(tmp_path, monkeypatch):
+    credential_helper(tmp_path, monkeypatch, "ghcr.io", "bot", "ghcr-token")
+    write_docker_config({"credsStore": "not-installed", "credHelpers": {"ghcr.io": "tfshiptest"}})
+    assert registry.credentials(make_config(tmp_path, url="ghcr.io/org", local=False)) == ("bot", "ghcr-token")
+
+
+# ---- challenges and tokens
+
+
+def response_with(header: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = header
+    return response
+
+
+def test_bearer_challenges_are_parsed_with_quoted_commas():
+    challenge = client.Challenge.of(response_with(
+        'Bearer realm="https://auth.example/token",service="registry.example",'
+        'scope="repository:org/x:pull,push",error="insufficient_scope"'))
+    assert challenge.scheme == "bearer" and challenge.token_server == "auth.example"
+    assert challenge.params == {"realm": "https://auth.example/token", "service": "registry.example",
+                                "scope": "repository:org/x:pull,push", "error": "insufficient_scope"}
+    assert client.Challenge.of(response_with('Basic realm="tfship-registry"')).scheme == "basic"
+
+
+def test_tokens_are_kept_per_scope_until_their_lifetime_runs_out():
+    now = [100.0]
+    tokens = client.BearerTokens(info(), None, requests.Session(), 1.0, clock=lambda: now[0])
+    tokens.tokens["repository:a:pull"] = ("t-a", 160.0)
+    assert tokens.cached("repository:a:pull") == "t-a" and tokens.cached("repository:b:pull") is None
+    now[0] = 160.0
+    assert tokens.cached("repository:a:pull") is None
+
+
+def test_a_password_is_never_sent_to_a_plain_http_realm_elsewhere():
+    tokens = client.BearerTokens(info("registry.example:443", "https", local=False), ("alice", "pw"),
+                                 requests.Session(), 1.0)
+    challenge = client.Challenge("bearer", {"realm": "http://auth.example/token", "service": "s"})
+    with pytest.raises(RegistryError, match="in clear"):
+        tokens.fetch(challenge, "repository:x:pull,push")
+
+
+def test_an_identity_token_from_docker_login_is_a_clear_error(tmp_path):
+    write_docker_config({"auths": {"ghcr.io": {"identitytoken": "refresh-token-1"}}})
+    with pytest.raises(RegistryError, match="identity token for ghcr.io") as caught:
+        registry.credentials(make_config(tmp_path, url="ghcr.io/org", local=False))
+    assert registry.USERNAME_ENV in caught.value.hint and "refresh-token-1" not in caught.value.one_line()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from tfship import config as tfconfig
-from tfship import render
+from tfship import images, render
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError, TfshipError
 
@@ -43,11 +44,23 @@ models:
 
 
 def make_config(tmp_path: Path, digits_extra: str = "", **overrides) -> tfconfig.Config:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "tfship.yaml").write_text(TFSHIP_YAML + digits_extra)
     return tfconfig.load(tmp_path / "tfship.yaml", environ={}, overrides=overrides)
 
 
-def make_artifacts(models: dict[str, list[int]], *, auth: bool = False, pushed: bool = True, user: int = 10001):
+def default_config() -> tfconfig.Config:
+    with tempfile.TemporaryDirectory() as folder:
+        return make_config(Path(folder))
+
+
+def make_artifacts(models: dict[str, list[int]], *, auth: bool = False, pushed: bool = True, user: int = 10001,
+                   config: tfconfig.Config | None = None):
+    """What build and push record for a serving image with `models` baked in, built with `config` (default:
+    TFSHIP_YAML)."""
+    config = config or default_config()
+    # As build records it; none for models tfship.yaml does not list (render refuses those first).
+    record = images.serving_record(config, models, keep_samples=False) if set(models) & {m.name for m in config.models} else None
     serving = ImageArtifact(
         role="serving",
         name="tfship-serving",
@@ -58,7 +71,8 @@ def make_artifacts(models: dict[str, list[int]], *, auth: bool = False, pushed: 
         repository="127.0.0.1:5000/tfship/tfship-serving" if pushed else "",
         digest=DIGEST if pushed else "",
     )
-    return Artifacts(images={"serving": serving}, models=models, registry="127.0.0.1:5000", registry_auth=auth)
+    return Artifacts(images={"serving": serving}, models=models, serving=record, registry="127.0.0.1:5000",
+                     registry_auth=auth)
 
 
 def documents(rendered: dict[str, str]) -> dict[str, dict]:
@@ -78,7 +92,15 @@ CASES = {
     # Two models: a ConfigMap with the model config file; an authenticated registry; a current cluster.
     "two-models-auth": dict(models={"digits": [1], "half_plus_two": [123, 124]}, auth=True, served=API_VERSIONS_1_30,
                             replicas=1),
+    # serving.gpu: the image was built FROM tensorflow/serving:<version>-gpu; the pod asks for one GPU.
+    "gpu-tfserving": dict(models={"half_plus_two": [1]}, auth=False, served=API_VERSIONS_1_30, replicas=2,
+                          built_with={"serving.gpu": True, "serving.runtime": "tfserving"}),
 }
+
+
+def case_artifacts(tmp_path: Path, spec: dict) -> Artifacts:
+    built_with = make_config(tmp_path / "built", **spec.get("built_with", {}))
+    return make_artifacts(spec["models"], auth=spec["auth"], config=built_with)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -86,7 +108,7 @@ def test_rendered_manifests_match_the_golden_files(tmp_path, case):
     spec = CASES[case]
     rendered = render.render(
         make_config(tmp_path),
-        make_artifacts(spec["models"], auth=spec["auth"]),
+        case_artifacts(tmp_path, spec),
         render.select_api_versions(spec["served"]),
         spec["replicas"],
     )
@@ -102,7 +124,7 @@ def test_rendered_manifests_match_the_golden_files(tmp_path, case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_manifests_pass_the_schema(tmp_path, case):
     spec = CASES[case]
-    rendered = render.render(make_config(tmp_path), make_artifacts(spec["models"], auth=spec["auth"]),
+    rendered = render.render(make_config(tmp_path), case_artifacts(tmp_path, spec),
                              render.select_api_versions(spec["served"]), spec["replicas"])
     for doc in documents(rendered).values():
         validate(doc)
@@ -167,8 +189,9 @@ def test_several_models_use_a_model_config_file_named_by_its_content(tmp_path):
     volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "model-config", "configMap": {"name": config_map["metadata"]["name"]}} in volumes
     # A different model config gets a different name, so a rollback finds its own.
-    other = render.render(make_config(tmp_path, digits_extra="    version_policy: all\n"),
-                          make_artifacts({"digits": [1, 2], "half_plus_two": [1]}), api, 3)
+    other_config = make_config(tmp_path, digits_extra="    version_policy: all\n")
+    other = render.render(other_config, make_artifacts({"digits": [1, 2], "half_plus_two": [1]}, config=other_config),
+                          api, 3)
     assert documents(other)["ConfigMap"]["metadata"]["name"] != config_map["metadata"]["name"]
     assert "model_version_policy { all {} }" in documents(other)["ConfigMap"]["data"]["models.config"]
 
@@ -179,7 +202,7 @@ def test_one_model_with_labels_or_a_policy_needs_the_config_file(tmp_path):
     labels: {stable: 1, canary: 2}
 """
     cfg = make_config(tmp_path, digits_extra=extra)
-    rendered = render.render(cfg, make_artifacts({"digits": [1, 2]}), render.select_api_versions(None), 1)
+    rendered = render.render(cfg, make_artifacts({"digits": [1, 2]}, config=cfg), render.select_api_versions(None), 1)
     text = documents(rendered)["ConfigMap"]["data"]["models.config"]
     assert "model_version_policy { specific { versions: 1 versions: 2 } }" in text
     assert 'version_labels { key: "canary" value: 2 }' in text
@@ -258,3 +281,41 @@ def test_write_replaces_stale_manifests(tmp_path):
     written = render.write({"00-namespace.yaml": "kind: Namespace\n"}, tmp_path)
     assert [p.name for p in written] == ["00-namespace.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00-namespace.yaml"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The record, not tfship.yaml as it is now
+
+
+def test_editing_tfship_yaml_after_the_build_does_not_change_what_is_served(tmp_path):
+    built_with = make_config(tmp_path / "built")
+    recorded = make_artifacts({"digits": [1], "half_plus_two": [1]}, config=built_with)
+    api = render.select_api_versions(None)
+    before = render.render(built_with, recorded, api, 3)
+    edited = make_config(tmp_path / "edited", digits_extra="    version_policy: all\n    labels: {stable: 1}\n",
+                         **{"serving.grpc_port": 9000, "serving.rest_port": 9001, "serving.gpu": True})
+    edited.models.reverse()  # and the other model first
+    assert render.render(edited, recorded, api, 3) == before
+
+
+def test_ports_and_gpu_come_from_the_record(tmp_path):
+    built_with = make_config(tmp_path / "built", **{"serving.grpc_port": 9000, "serving.rest_port": 9001,
+                                                    "serving.gpu": True})
+    rendered = render.render(make_config(tmp_path), make_artifacts({"half_plus_two": [1]}, config=built_with),
+                             render.select_api_versions(None), 1)
+    docs = documents(rendered)
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 9000, "http": 9001}
+    assert {p["name"]: p["port"] for p in docs["Service"]["spec"]["ports"]} == {"grpc": 9000, "http": 9001}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in documents(render.render(
+        make_config(tmp_path), make_artifacts({"half_plus_two": [1]}), render.select_api_versions(None), 1,
+    ))["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_a_record_without_the_serving_contract_is_refused(tmp_path):
+    recorded = make_artifacts({"half_plus_two": [1]})
+    recorded.serving = None  # written by a tfship that did not record it
+    with pytest.raises(KubernetesError, match="does not record how the serving image serves") as refused:
+        render.render(make_config(tmp_path), recorded, render.select_api_versions(None), 1)
+    assert "invoke build" in refused.value.hint

@@ -76,10 +76,9 @@ def silent_listener() -> Iterator[str]:
 def chromium() -> str:
     """Debian's Chromium, installed with apt when missing (Playwright's own browser download is not reachable)."""
     if shutil.which(CHROMIUM) is None:
-        from tfship.engine import apt_install
-        from tfship.errors import TfshipError
+        from tfship.host import apt
 
-        apt_install(["chromium"], error=TfshipError)
+        apt.ensure_packages(["chromium"], why="the browser tests drive Debian's headless Chromium")
     return CHROMIUM
 
 

@@ -12,8 +12,6 @@ from PIL import Image
 
 from web_harness import KNOWN_DIGITS, MAX_UPLOAD_BYTES, digit_image, encode, smoke_sample
 
-pytestmark = pytest.mark.browser
-
 
 @pytest.fixture
 def page(browser, web):

@@ -2,11 +2,12 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import exclusive, handles_errors, load_config
 
 
 @task(help={"auth": "TLS with a generated CA and bcrypt htpasswd (on registry.auth_url)"})
 @handles_errors
+@exclusive
 def up(c, auth=False):
     """Start the local registry (idempotent; data kept across restarts in the state dir)."""
     from tfship import registry
@@ -16,6 +17,7 @@ def up(c, auth=False):
 
 @task(help={"purge": "also delete its data, certificates and generated credentials"})
 @handles_errors
+@exclusive
 def down(c, purge=False):
     """Stop the local registries (their data is kept unless --purge)."""
     from tfship import registry

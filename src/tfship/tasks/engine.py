@@ -2,7 +2,7 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import handles_errors, load_config
 
 
 @task

@@ -2,12 +2,13 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import exclusive, handles_errors, load_config
 
 
 @task(help={"path": "folder of a SavedModel (holding saved_model.pb)", "name": "model name",
             "version": "version number (default: the next one)"})
 @handles_errors
+@exclusive
 def add(c, path, name, version=None):
     """Import an existing SavedModel as models/<name>/<version> after validating it."""
     from tfship import models

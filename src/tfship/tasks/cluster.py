@@ -2,13 +2,15 @@
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import exclusive, handles_errors, load_config
 
 
-@task(help={"provider": "local (built from Debian's source), kind, or external (default: tfship.yaml)"})
+@task(help={"provider": "auto (the current kubectl context if it answers, else local), local (built from Debian's "
+                        "source), kind, or external (default: tfship.yaml)"})
 @handles_errors
+@exclusive
 def up(c, provider=None):
-    """Stand up the configured cluster provider (local: Kubernetes built from Debian's source); idempotent."""
+    """Make the configured cluster answer (local: built from Debian's source; external: only checked); idempotent."""
     from tfship import cluster
 
     print(cluster.up(load_config(**{"kubernetes.provider": provider})))
@@ -16,6 +18,7 @@ def up(c, provider=None):
 
 @task(help={"provider": "local or kind (default: tfship.yaml)"})
 @handles_errors
+@exclusive
 def down(c, provider=None):
     """Stop the local cluster and leave nothing running."""
     from tfship import cluster

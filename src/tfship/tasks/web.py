@@ -6,7 +6,7 @@ those steps on their own (after `invoke build push deploy` of the model server).
 
 from invoke import task
 
-from tasks._common import handles_errors, load_config
+from tfship.tasks._common import handles_errors, load_config
 
 
 @task(name="open", default=True, help={"port": "local port on 127.0.0.1 (default: a free one)"})

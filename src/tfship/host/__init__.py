@@ -1,0 +1,1 @@
+"""Host plumbing, one place each: running commands (proc), Debian packages (apt), the process table (processes)."""
