@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 
-import numpy as np
 import pytest
 import requests
 from PIL import Image

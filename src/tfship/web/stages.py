@@ -7,15 +7,15 @@ the web image is recorded in build/artifacts.json under the role "web", so push 
 from __future__ import annotations
 
 import io
-import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from tfship import images, models, render
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config
 from tfship.errors import KubernetesError, SmokeTestError
+from tfship.kubectl import Reads
 
 WEB_ROLE = "web"
 WEB_PORT = 8080  # the container's port; the Service's too
@@ -115,18 +115,18 @@ def _context(config: Config, artifacts: Artifacts, api_versions: render.ApiVersi
 # Deploy
 
 
-def deploy_web(config: Config, rendered: Mapping[str, str], kubectl: Callable[..., Any] | None = None,
+def deploy_web(config: Config, rendered: Mapping[str, str], kube: Reads | None = None,
                timeout: float | None = None) -> str:
     """Apply the web manifests and wait for the web Deployment's rollout; a KubernetesError names what is wrong."""
     if not rendered:
         return "web: no web image built, nothing to deploy"
-    run = kubectl or _kubectl(config)
-    run("apply", "-f", "-", input="---\n".join(rendered.values()))
+    kube = kube or _target(config)
+    kube.run("apply", "-f", "-", input="---\n".join(rendered.values()))
     wait = timeout or config.kubernetes.rollout_timeout
     name = web_name(config)
     try:
-        run("rollout", "status", f"deployment/{name}", "-n", config.kubernetes.namespace, f"--timeout={wait:.0f}s",
-            timeout=wait + 30)
+        kube.run("rollout", "status", f"deployment/{name}", "-n", config.kubernetes.namespace,
+                 f"--timeout={wait:.0f}s", timeout=wait + 30)
     except KubernetesError as error:
         raise KubernetesError(f"the web Deployment {name} did not become ready: {error.message}",
                               f"kubectl -n {config.kubernetes.namespace} describe pods -l {selector(config)}; "
@@ -134,36 +134,36 @@ def deploy_web(config: Config, rendered: Mapping[str, str], kubectl: Callable[..
     return f"web: deployment/{name} ready in namespace {config.kubernetes.namespace}"
 
 
-def render_and_deploy(config: Config, service_type: str = "ClusterIP") -> str:
+def render_and_deploy(config: Config, service_type: str = "ClusterIP", kube: Reads | None = None) -> str:
     """Render the web manifests for the cluster's API versions (into build/k8s-web/) and deploy them."""
     from tfship import artifacts as store
-    from tfship import kubectl
 
     recorded = store.load(config.artifacts_path)
     if WEB_ROLE not in recorded.images:
         raise KubernetesError("build/artifacts.json records no web image", "run: invoke web.build && invoke push")
-    served = kubectl.kubectl(config, "api-versions").stdout.split()
-    rendered = render_web(config, recorded, render.select_api_versions(served), service_type)
+    kube = kube or _target(config)
+    api_versions = render.select_api_versions(render.served_api_versions(kube))
+    rendered = render_web(config, recorded, api_versions, service_type)
     render.write(rendered, config.build_path / "k8s-web")
-    return deploy_web(config, rendered)
+    return deploy_web(config, rendered, kube)
 
 
-def _kubectl(config: Config) -> Callable[..., Any]:
-    from tfship import kubectl
+def _target(config: Config) -> Reads:
+    from tfship import cluster
 
-    return lambda *args, **kwargs: kubectl.kubectl(config, *args, **kwargs)
+    return cluster.target(config)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Open and smoke-test, through a port-forward to the web Service
 
 
-def service_forward(config: Config, local_port: int = 0):
-    """A started `kubectl port-forward svc/<web> [LOCAL]:80` on 127.0.0.1 (stop() it)."""
-    from tfship import kubectl
+def service_forward(config: Config, local_port: int = 0, kube: Reads | None = None):
+    """A started `kubectl port-forward svc/<web> [LOCAL]:8080` on 127.0.0.1 (stop() it)."""
     from tfship.smoke import PortForward
 
-    forward = PortForward(kubectl.kubectl_argv(config), config.kubernetes.namespace, web_name(config), [WEB_PORT])
+    kube = kube or _target(config)
+    forward = PortForward(kube.argv(), config.kubernetes.namespace, web_name(config), [WEB_PORT])
     # PortForward targets pods; the same command against the Service, which picks a Ready web pod.
     forward.command = [part.replace(f"pod/{web_name(config)}", f"svc/{web_name(config)}") for part in forward.command]
     if local_port:
@@ -171,16 +171,14 @@ def service_forward(config: Config, local_port: int = 0):
     return forward.start()
 
 
-def node_port(config: Config) -> int | None:
+def node_port(config: Config, kube: Reads | None = None) -> int | None:
     """The web Service's NodePort, when it is exposed that way."""
-    from tfship import kubectl
-
+    kube = kube or _target(config)
     namespace = config.kubernetes.namespace
-    found = kubectl.kubectl(config, "get", "service", web_name(config), "-n", namespace, "-o", "json", check=False)
-    if found.returncode != 0:
+    service = kube.json("get", "service", web_name(config), "-n", namespace, check=False)
+    if service is None:
         raise KubernetesError(f"the web Service {web_name(config)} is not deployed in namespace {namespace}",
                               "run: invoke web.deploy (after invoke deploy)")
-    service = json.loads(found.stdout)
     ports = [p.get("nodePort") for p in service["spec"].get("ports", []) if p.get("nodePort")]
     return int(ports[0]) if ports else None
 
@@ -227,13 +225,14 @@ def digit_pngs(config: Config, artifacts: Artifacts, count: int = SMOKE_IMAGES) 
     return pngs, list(sample["expected_labels"][:count])
 
 
-def smoke_web(config: Config, artifacts: Artifacts, timeout: float | None = None) -> WebSmoke:
+def smoke_web(config: Config, artifacts: Artifacts, timeout: float | None = None,
+              kube: Reads | None = None) -> WebSmoke:
     """Upload held-out digits through the web Service (one port-forward) and count the right answers."""
     import requests
 
     pngs, labels = digit_pngs(config, artifacts)
     wait = timeout or config.smoke.timeout
-    forward = service_forward(config)
+    forward = service_forward(config, kube=kube)
     try:
         url = f"http://127.0.0.1:{forward.ports[WEB_PORT]}"
         result = WebSmoke(0, 0, set(), 0, url)
