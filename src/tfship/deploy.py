@@ -22,6 +22,7 @@ from tfship.errors import KubernetesError, RegistryError
 from tfship.kubectl import Reads
 from tfship.progress import step
 from tfship.rollout import App, RolloutFailed, container_image, revision, rollout_complete
+from tfship.web import stages as web_stages
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -157,6 +158,8 @@ def deploy(
         except RolloutFailed as failure:
             raise _undo(app, failure, before, keep_failed) from None
         result = DeployResult.of(app, deployment, clock() - started)
+        if any(name in rendered for name in web_stages.MANIFEST_FILES):  # the page, once the model server serves
+            progress.update(web_stages.wait_web(config, app.kube, max(1.0, started + kube.rollout_timeout - clock())))
         progress.done(f"{result.ready}/{replicas} ready, serving {result.digest}")
     return result
 
@@ -210,10 +213,13 @@ def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.
     The namespace stays: it may hold other things."""
     app = _app(config, target, clock, sleep)
     with step(f"Deleting {app.where}") as progress:
-        result = app.kube.run("delete", "deployment,replicaset,service,poddisruptionbudget,configmap,secret",
-                              "-n", app.namespace, "-l", app.selector, "--ignore-not-found", "--wait=false")
-        deleted = [line for line in (result.stdout or "").splitlines()
-                   if line.strip() and not line.startswith("No resources found")]
+        deleted = []
+        for kinds, selector in (("deployment,replicaset,service,poddisruptionbudget,configmap,secret", app.selector),
+                                ("deployment,replicaset,service", web_stages.selector(config))):  # and the page's
+            result = app.kube.run("delete", kinds, "-n", app.namespace, "-l", selector, "--ignore-not-found",
+                                  "--wait=false")
+            deleted += [line for line in (result.stdout or "").splitlines()
+                        if line.strip() and not line.startswith("No resources found")]
         for line in deleted:
             progress.update(line)
         app.wait_pods_gone(config.kubernetes.termination_grace + 60)

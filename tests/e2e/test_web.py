@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry
+from tfship import deploy, export, images, push, registry, smoke
 from tfship.web import stages
 
 pytestmark = pytest.mark.e2e
@@ -52,13 +52,11 @@ def deployed(cluster):
     with tempfile.TemporaryDirectory(prefix="tfship-e2e-web-") as folder:
         config = e2e_config(Path(folder))
         export.export(config, in_devel=False)
-        images.build(config, ["serving"])
-        stages.ensure_web_image(config)
+        images.build(config, ["serving", "web"])
         registry.up(config)
         artifacts = push.push(config)
         assert {"serving", "web"} <= set(artifacts.images)
-        deploy.deploy(config)
-        print(stages.render_and_deploy(config))
+        deploy.deploy(config)  # the model server, then the page (render and deploy include it once it is built)
         try:
             yield config, artifacts
         finally:
@@ -81,6 +79,15 @@ def test_the_web_page_answers_known_digits_through_its_service(cluster, deployed
     assert result.version == max(artifacts.models["digits"])
     # The replica names come from the model server's pods (python runtime), not from the web pod.
     assert result.replicas and result.replicas <= model_server_pods(cluster, config)
+
+
+def test_the_smoke_test_checks_the_page_too(deployed):
+    config, _ = deployed
+    results = smoke.smoke_test(config)
+    print(smoke.format_table(results))
+    web = [r for r in results if r.pod == f"svc/{stages.web_name(config)}"]
+    assert len(web) == 1 and web[0].ok, smoke.format_table(results)
+    smoke.require_all_ok(results)
 
 
 def test_the_web_pod_runs_restricted_and_the_model_server_stays_unexposed(cluster, deployed):

@@ -122,6 +122,11 @@ def deploy_web(config: Config, rendered: Mapping[str, str], kube: Reads | None =
         return "web: no web image built, nothing to deploy"
     kube = kube or _target(config)
     kube.run("apply", "-f", "-", input="---\n".join(rendered.values()))
+    return wait_web(config, kube, timeout)
+
+
+def wait_web(config: Config, kube: Reads, timeout: float | None = None) -> str:
+    """Wait for the (applied) web Deployment's rollout."""
     wait = timeout or config.kubernetes.rollout_timeout
     name = web_name(config)
     try:
@@ -267,3 +272,19 @@ def _classify(requests, url: str, png: bytes, timeout: float) -> dict:
         raise SmokeTestError(f"the web Service answered HTTP {response.status_code}: {detail}",
                              f"kubectl logs the web pod ({url})")
     return response.json()
+
+
+def smoke_result(config: Config, artifacts: Artifacts, kube: Reads):
+    """smoke_web as one more row of the smoke test's table (tfship.smoke.ReplicaResult); None without a web image."""
+    from tfship.errors import TfshipError
+    from tfship.smoke import Check, ReplicaResult
+
+    if WEB_ROLE not in artifacts.images:
+        return None
+    try:
+        result = smoke_web(config, artifacts, kube=kube)
+    except TfshipError as error:
+        return ReplicaResult(pod=f"svc/{web_name(config)}", checks=[Check("web upload", False, error.message)])
+    rate = (result.sent - result.right) / result.sent if result.sent else 1.0
+    return ReplicaResult(pod=f"svc/{web_name(config)}",
+                         checks=[Check("web upload", result.ok, result.line(), error_rate=rate)])
