@@ -22,6 +22,7 @@ from tfship.errors import KubernetesError, RegistryError
 from tfship.kubectl import REQUEST_TIMEOUT, Reads
 from tfship.progress import say, step
 from tfship.rollout import App, RolloutFailed, container_image, revision, rollout_complete
+from tfship.web import stages as web_stages
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -172,6 +173,8 @@ def deploy(
                 raise
             raise said from None
         result = DeployResult.of(app, deployment, clock() - started)
+        if any(name in rendered for name in web_stages.MANIFEST_FILES):  # the page, once the model server serves
+            progress.update(web_stages.wait_web(config, app.kube, max(1.0, started + kube.rollout_timeout - clock())))
         progress.done(f"{result.ready}/{replicas} ready, serving {result.digest}")
     return result
 
@@ -225,11 +228,14 @@ def destroy(config: Config, *, target: Reads | None = None, clock: Clock = time.
     until its pods are gone; then the namespace, when tfship created it and nothing else is left in it."""
     app = _app(config, target, clock, sleep)
     with step(f"Deleting {app.where}") as progress:
-        result = app.kube.run("delete", "deployment,replicaset,service,poddisruptionbudget,configmap,secret",
-                              "-n", app.namespace, "-l", render.owned_selector(config), "--ignore-not-found",
-                              "--wait=false")
-        deleted = [line for line in (result.stdout or "").splitlines()
-                   if line.strip() and not line.startswith("No resources found")]
+        deleted = []
+        for kinds, selector in (("deployment,replicaset,service,poddisruptionbudget,configmap,secret",
+                                 render.owned_selector(config)),
+                                ("deployment,replicaset,service", web_stages.selector(config))):  # and the page's
+            result = app.kube.run("delete", kinds, "-n", app.namespace, "-l", selector, "--ignore-not-found",
+                                  "--wait=false")
+            deleted += [line for line in (result.stdout or "").splitlines()
+                        if line.strip() and not line.startswith("No resources found")]
         from tfship.release import delete_canary  # a release's canary (left by a killed run) has its own labels
 
         deleted += [line for line in delete_canary(config, app.kube) if not line.startswith("No resources found")]

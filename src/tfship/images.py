@@ -44,6 +44,7 @@ ACCEPT_TIMEOUT = 240.0  # seconds for every model to become AVAILABLE (the pytho
 REQUEST_TIMEOUT = 30.0
 ROLES = ("devel", "serving")
 CANDIDATE_SUFFIX = "-candidate"  # a serving image's tag until it has passed acceptance
+OPTIONAL_ROLES = ("web",)  # built when asked for by name (invoke build --image web), not by "all"
 RUNTIMES = ("tfserving", "python")
 
 
@@ -387,9 +388,9 @@ def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = N
           nocache: bool = False) -> list[ImageArtifact]:
     """Build the requested images (devel, serving) where their inputs changed; return what is now current."""
     wanted = list(images)
-    unknown = [role for role in wanted if role not in ROLES]
+    unknown = [role for role in wanted if role not in ROLES + OPTIONAL_ROLES]
     if unknown:
-        raise ConfigError(f"unknown image {unknown[0]!r}", "use devel, serving or all")
+        raise ConfigError(f"unknown image {unknown[0]!r}", "use devel, serving, web or all")
     if "serving" in wanted:
         check_models_exported(config)  # fail before building the devel image, not after
     built: list[ImageArtifact] = []
@@ -397,6 +398,10 @@ def build(config: Config, images: Iterable[str] = ROLES, runtime: str | None = N
         built.append(ensure_devel_image(config, nocache))
     if "serving" in wanted:
         built.append(ensure_serving_image(config, runtime, nocache))
+    if "web" in wanted:
+        from tfship.web import stages as web_stages  # here: tfship.web.stages imports this module
+
+        built.append(web_stages.ensure_web_image(config, nocache))
     return built
 
 

@@ -146,6 +146,9 @@ def render(
         if template == "configmap.yaml" and context["model_config_name"] is None:
             continue  # one model under MODEL_NAME needs no config file
         rendered[file_name] = _dump(fill(load_template(template), context))
+    from tfship.web import stages as web_stages  # here: tfship.web.stages imports this module
+
+    rendered.update(web_stages.render_web(config, artifacts, api_versions))  # {} without a web image
     return rendered
 
 

@@ -494,6 +494,11 @@ def smoke_test(config: Config, *, target: Reads | None = None) -> list[ReplicaRe
                 results.append(ReplicaResult(pod=pod, checks=[Check("port-forward", False, error.message)]))
             finally:
                 forward.stop()
+        from tfship.web import stages as web_stages  # here: tfship.web.stages imports tfship.render
+
+        web = web_stages.smoke_result(config, recorded, kube)  # the page, when a web image was built
+        if web is not None:
+            results.append(web)
     return results
 
 

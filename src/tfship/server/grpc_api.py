@@ -25,6 +25,7 @@ from tfship.server import inference
 from tfship.server.metrics import Metrics
 from tfship.server.model_config import config_list_problem
 from tfship.server.models import DEFAULT_SIGNATURE, ModelManager, ModelVersion
+from tfship.server.replica import ReplicaInterceptor
 from tfship.server.status import ServingError, invalid_argument
 from tfship.server.tensors import ndarray_to_proto, proto_to_ndarray, serialized_examples_from_input
 
@@ -240,6 +241,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, max
     options.update(channel_arguments)  # one value per key: which duplicate gRPC would honour is not documented
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[ReplicaInterceptor()],
         options=list(options.items()),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)

@@ -7,7 +7,7 @@ Every task is thin: parse flags, load the config, call one library function, pri
 
 from invoke import Collection
 
-from tfship.tasks import clients, cluster, engine, model, pipeline, registry
+from tfship.tasks import clients, cluster, engine, model, pipeline, registry, web
 
 ns = Collection(
     pipeline.export,
@@ -29,3 +29,4 @@ ns.add_collection(Collection.from_module(engine))
 ns.add_collection(Collection.from_module(model))
 ns.add_collection(Collection.from_module(registry))
 ns.add_collection(Collection.from_module(cluster))
+ns.add_collection(Collection.from_module(web))

@@ -18,7 +18,7 @@ def export(c, model=None, version=None, host=False):
         print(result.describe())
 
 
-@task(help={"image": "devel, serving or all (default)", "runtime": "serving runtime: tfserving, python or auto",
+@task(help={"image": "devel, serving, web (the page) or all (default: devel and serving)", "runtime": "serving runtime: tfserving, python or auto",
             "base": "base images: upstream, debian or auto"})
 @handles_errors
 @exclusive
