@@ -1,5 +1,5 @@
 """What every layer of the suite shares: a marker per layer, from the folder a test lives in, so a developer runs
-one layer with `-m unit` (no Docker), `-m server`, `-m integration`, `-m e2e`, or `-m "not e2e"`."""
+one layer with `-m unit` (no Docker), `-m server`, `-m web`, `-m integration`, `-m e2e`, or `-m "not e2e"`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ LAYERS = {
     "unit": "no Docker, no network: pure library code (fakes at most)",
     "server": "the real model server on 127.0.0.1",
     "integration": "the real Docker engine and registries on loopback",
+    "web": "the web page on loopback, in headless Chromium",
     "faults": "faults and hostile input against real components",
     "e2e": "the real Kubernetes cluster",
 }

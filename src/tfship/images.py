@@ -310,7 +310,7 @@ def ensure_devel_image(config: Config, nocache: bool = False) -> ImageArtifact:
     plan = devel_plan(config, tf_ref, tf_id)
     _, image_id, _ = ensure(plan, config, "devel image", nocache)
     artifact = ImageArtifact(role="devel", name=plan.name, tag=plan.tag, image_id=image_id, user=config.images.user)
-    _record(config, artifact)
+    record(config, artifact)
     return artifact
 
 
@@ -355,7 +355,7 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
     try:
         served = stage_models(config, staging / "models")
         plan = serving_plan(config, runtime_ref, runtime_id, staging, served_models(config, served))
-        record = serving_record(config, served)
+        contract_record = serving_record(config, served)
         ref = plan.ref
         image_id = docker_client.image_id(ref)
         if image_id is not None:
@@ -372,7 +372,7 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
                     image_id = docker_client.build_image(candidate, plan.dockerfile, plan.files, plan.buildargs,
                                                          progress.update, labels=labels, nocache=nocache)
                     progress.done(image_id[7:19])
-                accept_serving_image(candidate, served, record.grpc_port, record.rest_port)
+                accept_serving_image(candidate, served, contract_record.grpc_port, contract_record.rest_port)
                 docker_client.tag_image(candidate, ref)
             finally:
                 docker_client.remove_image(candidate)  # only the candidate tag: an accepted image keeps its ref
@@ -380,7 +380,7 @@ def ensure_serving_image(config: Config, runtime: str | None = None, nocache: bo
         shutil.rmtree(staging, ignore_errors=True)
     artifact = ImageArtifact(role="serving", name=plan.name, tag=plan.tag, image_id=image_id,
                              user=config.images.user, runtime=chosen)
-    _record(config, artifact, models=served, serving=record)
+    record(config, artifact, models=served, serving=contract_record)
     return artifact
 
 
@@ -425,19 +425,19 @@ def git_revision(*roots: Path) -> str:
     return "unknown"
 
 
-def _record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[int]] | None = None,
+def record(config: Config, artifact: ImageArtifact, models: Mapping[str, list[int]] | None = None,
             serving: ServingRecord | None = None) -> None:
     """Record in build/artifacts.json; push results for the same tag are kept, any other tag replaces them.
     A serving image is recorded with what it serves (`models`, `serving`), replacing the previous one's."""
-    record = artifacts_mod.load(config.artifacts_path)
-    previous = record.images.get(artifact.role)
+    recorded = artifacts_mod.load(config.artifacts_path)
+    previous = recorded.images.get(artifact.role)
     if previous is not None and previous.tag == artifact.tag and previous.image_id == artifact.image_id:
         artifact.repository, artifact.digest = previous.repository, previous.digest
-    record.images[artifact.role] = artifact
+    recorded.images[artifact.role] = artifact
     if models is not None:
-        record.models = {name: list(versions) for name, versions in models.items()}
-        record.serving = serving
-    artifacts_mod.save(config.artifacts_path, record)
+        recorded.models = {name: list(versions) for name, versions in models.items()}
+        recorded.serving = serving
+    artifacts_mod.save(config.artifacts_path, recorded)
 
 
 # --------------------------------------------------------------------------------------------------------------

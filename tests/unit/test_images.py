@@ -248,10 +248,10 @@ def test_recording_keeps_push_results_only_for_the_same_image(tmp_path):
     config = config_with(tmp_path)
     pushed = ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1", repository="r/s", digest="sha256:d")
     artifacts.save(config.artifacts_path, artifacts.Artifacts(images={"serving": pushed}))
-    images._record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models={"m": [3]})
+    images.record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models={"m": [3]})
     same = artifacts.load(config.artifacts_path)
     assert same.image("serving").digest == "sha256:d" and same.models == {"m": [3]}
-    images._record(config, ImageArtifact(role="serving", name="s", tag="t2", image_id="sha256:2"))
+    images.record(config, ImageArtifact(role="serving", name="s", tag="t2", image_id="sha256:2"))
     assert artifacts.load(config.artifacts_path).image("serving").digest == ""
 
 
@@ -287,7 +287,7 @@ def test_the_serving_record_is_what_the_image_is_built_with(tmp_path):
     plan = images.serving_plan(config, "runtime:1", "sha256:1", tmp_path,
                                images.served_models(config, served))
     assert plan.buildargs["MODEL_CONFIG_FILE"] == images.contract.MODEL_CONFIG_PATH
-    images._record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models=served,
+    images.record(config, ImageArtifact(role="serving", name="s", tag="t1", image_id="sha256:1"), models=served,
                    serving=record)
     assert artifacts.load(config.artifacts_path).serving == record
 

@@ -51,7 +51,7 @@ def ensure_web_image(config: Config, nocache: bool = False) -> ImageArtifact:
     plan = web_plan(config, tf_ref, tf_id)
     _, image_id, _ = images.ensure(plan, config, "web image", nocache)
     artifact = ImageArtifact(role=WEB_ROLE, name=plan.name, tag=plan.tag, image_id=image_id, user=config.images.user)
-    images._record(config, artifact)  # noqa: SLF001  (the one way an image is recorded; lead: make it public)
+    images.record(config, artifact)
     return artifact
 
 
