@@ -178,9 +178,9 @@ class service_forward:
     """`kubectl port-forward svc/APP` for the given container ports; yields container port -> local port."""
 
     def __init__(self, config: Config, ports: Sequence[int]):
-        from tfship import cluster, smoke
+        from tfship import cluster, portforward
 
-        self.forward = smoke.PortForward(cluster.target(config).argv(), config.kubernetes.namespace,
+        self.forward = portforward.PortForward(cluster.target(config).argv(), config.kubernetes.namespace,
                                          config.kubernetes.app, ports, kind="svc")
 
     def __enter__(self) -> dict[int, int]:
@@ -497,12 +497,12 @@ def replica_counts(config: Config, model: str) -> dict[str, int | None]:
     """Ready pod -> requests answered for `model` so far (None: its metrics cannot be read)."""
     import requests
 
-    from tfship import cluster, render, smoke
+    from tfship import cluster, portforward, render, smoke
 
     target = cluster.target(config)
     counts: dict[str, int | None] = {}
     for pod in smoke.ready_pods(config, target):
-        forward = smoke.PortForward(target.argv(), config.kubernetes.namespace, pod, [config.serving.rest_port])
+        forward = portforward.PortForward(target.argv(), config.kubernetes.namespace, pod, [config.serving.rest_port])
         try:
             forward.start()
             answer = requests.get(f"http://127.0.0.1:{forward.ports[config.serving.rest_port]}"

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from tfship import importers
+from tfship import importers, savedmodel_pb
 from tfship.config import Config, ModelSpec, cache_dir
 from tfship.errors import ModelError
 from tfship.host import proc
@@ -107,10 +107,8 @@ def load_smoke_sample(version_dir: Path) -> dict[str, Any]:
 
 
 def read_signatures(version_dir: Path) -> dict[str, str]:
-    """Signature name -> method_name of the `serve` meta graph, read straight from saved_model.pb.
-
-    A small wire-format reader instead of TensorFlow's protobuf classes: importing those imports all of TensorFlow
-    (seconds of CPU), which validation before every build should not pay when the load check is cached."""
+    """Signature name -> method_name of the `serve` meta graph, read straight from saved_model.pb (without
+    TensorFlow: see savedmodel_pb)."""
     pb_path = version_dir / SAVED_MODEL_FILE
     if not pb_path.is_file():
         raise ModelError(
@@ -118,7 +116,7 @@ def read_signatures(version_dir: Path) -> dict[str, str]:
             "a version folder must hold a SavedModel: export it again (invoke export) or copy the whole SavedModel",
         )
     try:
-        meta_graphs = _read_meta_graphs(memoryview(pb_path.read_bytes()))
+        meta_graphs = savedmodel_pb.read_meta_graphs(memoryview(pb_path.read_bytes()))
     except ValueError as error:
         raise ModelError(f"{pb_path} is not a SavedModel protobuf ({error})", "export or copy the model again")
     if not meta_graphs:
@@ -128,82 +126,6 @@ def read_signatures(version_dir: Path) -> dict[str, str]:
             # __saved_model_init_op is TF2's internal initializer, not something a client calls.
             return {name: method for name, method in signatures.items() if not name.startswith("__")}
     raise ModelError(f"{pb_path} has no meta graph tagged '{SERVE_TAG}'", "save the model with the serve tag")
-
-
-# Field numbers from tensorflow/core/protobuf/{saved_model,meta_graph}.proto.
-_SAVED_MODEL_META_GRAPHS = 2
-_META_GRAPH_INFO, _META_GRAPH_SIGNATURES = 1, 5
-_META_INFO_TAGS = 4
-_MAP_KEY, _MAP_VALUE = 1, 2
-_SIGNATURE_METHOD_NAME = 3
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
-
-
-def _read_meta_graphs(data: memoryview) -> list[tuple[set[str], dict[str, str]]]:
-    meta_graphs = []
-    for number, value in _fields(data):
-        if number == _SAVED_MODEL_META_GRAPHS:
-            tags: set[str] = set()
-            signatures: dict[str, str] = {}
-            for field_number, field_value in _fields(_bytes(value)):
-                if field_number == _META_GRAPH_INFO:
-                    tags |= {_text(v) for n, v in _fields(_bytes(field_value)) if n == _META_INFO_TAGS}
-                elif field_number == _META_GRAPH_SIGNATURES:
-                    entry = dict(_fields(_bytes(field_value)))
-                    method = dict(_fields(_bytes(entry.get(_MAP_VALUE, b"")))).get(_SIGNATURE_METHOD_NAME, b"")
-                    signatures[_text(entry.get(_MAP_KEY, b""))] = _text(method)
-            meta_graphs.append((tags, signatures))
-    return meta_graphs
-
-
-def _fields(data: memoryview | bytes) -> Iterator[tuple[int, Any]]:
-    """(field number, value) pairs of one message: ints for scalars, memoryviews for length-delimited fields."""
-    data = memoryview(data)
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        number, wire_type = key >> 3, key & 7
-        if number == 0:
-            raise ValueError(f"field number 0 at byte {position}")
-        if wire_type == _VARINT:
-            value, position = _varint(data, position)
-        elif wire_type in (_FIXED64, _FIXED32):
-            size = 8 if wire_type == _FIXED64 else 4
-            value, position = int.from_bytes(data[position:position + size], "little"), position + size
-        elif wire_type == _LENGTH_DELIMITED:
-            size, position = _varint(data, position)
-            value, position = data[position:position + size], position + size
-        else:
-            raise ValueError(f"unsupported wire type {wire_type} at byte {position}")
-        if position > len(data):
-            raise ValueError("truncated")
-        yield number, value
-
-
-def _varint(data: memoryview, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, position
-
-
-def _bytes(value: Any) -> memoryview:
-    if isinstance(value, int):
-        raise ValueError("a message field has the wrong wire type")
-    return memoryview(value)  # b"" stands for an absent field (proto3 leaves empty ones out)
-
-
-def _text(value: Any) -> str:
-    try:
-        return bytes(_bytes(value)).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("a string field is not UTF-8")
 
 
 def validate_model(path: Path | str, signatures: list[str], size_limit_mb: int = DEFAULT_SIZE_LIMIT_MB) -> dict[str, str]:

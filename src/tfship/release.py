@@ -27,7 +27,7 @@ from typing import Any, Callable
 import yaml
 
 from tfship import artifacts as tfartifacts
-from tfship import cluster, deploy, gate, history, render, smoke
+from tfship import cluster, deploy, gate, history, portforward, render, smoke
 from tfship.config import Config
 from tfship.errors import KubernetesError, TfshipError
 from tfship.kubectl import REQUEST_TIMEOUT, Reads
@@ -254,10 +254,10 @@ def run_gate(config: Config, kube: Reads, ports: tuple[int, int], cases: list[sm
     """The smoke test on the canary, then the held-out sample on both sides, each through its own port-forward."""
     timeout = config.smoke.timeout
     namespace = config.kubernetes.namespace
-    forwards: list[smoke.PortForward] = []
+    forwards: list[portforward.PortForward] = []
     clients: list[smoke.GrpcClient] = []
     try:
-        canary_forward = smoke.PortForward(kube.argv(), namespace, canary_pod, ports)
+        canary_forward = portforward.PortForward(kube.argv(), namespace, canary_pod, ports)
         forwards.append(canary_forward)
         canary_forward.start()
         smoke_result = smoke.check_replica(canary_forward, cases, *ports, timeout=timeout,
@@ -266,7 +266,7 @@ def run_gate(config: Config, kube: Reads, ports: tuple[int, int], cases: list[sm
         clients.append(canary_client)
         serving_client = None
         if serving_pod:
-            serving_forward = smoke.PortForward(kube.argv(), namespace, serving_pod, ports)
+            serving_forward = portforward.PortForward(kube.argv(), namespace, serving_pod, ports)
             forwards.append(serving_forward)
             serving_forward.start()
             serving_client = smoke.GrpcClient(serving_forward.ports[ports[0]], timeout)
@@ -340,7 +340,7 @@ def observe(config: Config, kube: Reads, rest_port: int, canary_pod: str, *,
     """Let the Service send the canary its share for release.observation_seconds; its metrics must show no error."""
     import requests as http
 
-    forward = smoke.PortForward(kube.argv(), config.kubernetes.namespace, canary_pod, [rest_port])
+    forward = portforward.PortForward(kube.argv(), config.kubernetes.namespace, canary_pod, [rest_port])
     try:
         forward.start()
         url = f"http://127.0.0.1:{forward.ports[rest_port]}{METRICS_PATH}"

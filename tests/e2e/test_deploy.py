@@ -24,7 +24,7 @@ from tfship import config as tfconfig
 from tfship import deploy, export, images, push, registry, render, rollout
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError
-from tfship.smoke import PortForward
+from tfship.portforward import PortForward
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import certifi
 import pytest
 import requests
 
-from tfship import artifacts, config as tfconfig, docker_client, engine, images
+from tfship import acceptance, artifacts, config as tfconfig, docker_client, engine, images
 from tfship.errors import DockerError
 
 pytestmark = pytest.mark.integration
@@ -211,12 +211,12 @@ def test_serving_image_serves_every_model_as_a_numeric_user_with_labels(serving,
 
 
 def test_serving_answers_half_plus_two_like_tf_serving(serving):
-    container = images.start_container(serving.local_ref)
+    container = acceptance.start_container(serving.local_ref)
     try:
         session = requests.Session()
         session.trust_env = False
         rest = f"http://127.0.0.1:{container.rest_port}"
-        images.wait_available(session, rest, "half_plus_two", [123, 124], container, deadline=time.monotonic() + 240)
+        acceptance.wait_available(session, rest, "half_plus_two", [123, 124], container, deadline=time.monotonic() + 240)
         answer = session.post(f"{rest}/v1/models/half_plus_two/versions/124:predict",
                               json={"instances": [[1.0], [4.0]]}, timeout=30)
         assert answer.status_code == 200, answer.text
@@ -261,8 +261,8 @@ def test_a_model_only_change_rebuilds_only_the_last_layer(serving, project):
 
 def test_a_serving_image_that_fails_acceptance_is_removed(serving, project, monkeypatch):
     # Fault injection, not a mock: the real image and server run; the acceptance asks a model that is not there.
-    real_predict = images.predict_once
-    monkeypatch.setattr(images, "predict_once", lambda session, rest, name: real_predict(session, rest, "absent"))
+    real_predict = acceptance.predict_once
+    monkeypatch.setattr(acceptance, "predict_once", lambda session, rest, name: real_predict(session, rest, "absent"))
     (project.models_path / "hp2cpu" / "00000123" / "assets" / "extra.txt").write_text("forces a new tag\n")
     before = serving_tags(project)
     try:
@@ -316,11 +316,11 @@ def test_configured_ports_are_where_the_server_listens(serving, project):
         assert set(docker_client.inspect_image(moved.local_ref)["Config"]["ExposedPorts"]) == {"9500/tcp", "9501/tcp"}
         recorded = artifacts.load(project.artifacts_path).serving
         assert (recorded.grpc_port, recorded.rest_port) == (9500, 9501)
-        container = images.start_container(moved.local_ref, 9500, 9501)
+        container = acceptance.start_container(moved.local_ref, 9500, 9501)
         try:
             session = requests.Session()
             session.trust_env = False
-            images.wait_available(session, f"http://127.0.0.1:{container.rest_port}", "hp2cpu", [123], container,
+            acceptance.wait_available(session, f"http://127.0.0.1:{container.rest_port}", "hp2cpu", [123], container,
                                   deadline=time.monotonic() + 240)
             grpc_client = GrpcClient(container.grpc_port, timeout=30)
             try:

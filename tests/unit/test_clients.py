@@ -199,7 +199,7 @@ def test_the_evaluate_job_runs_the_client_in_the_devel_image(tmp_path):
 def test_replica_counts_reads_every_ready_pod_through_its_own_forward(monkeypatch, tmp_path):
     import requests
 
-    from tfship import cluster, smoke
+    from tfship import cluster, portforward
     from tfship.kubectl import Reads
 
     def pod(name: str, ready: str) -> dict:
@@ -231,7 +231,7 @@ def test_replica_counts_reads_every_ready_pod_through_its_own_forward(monkeypatc
         return Answer(200, METRICS) if url.startswith("http://127.0.0.1:1/") else Answer(404, "")
 
     monkeypatch.setattr(cluster, "target", lambda config: FakeTarget())
-    monkeypatch.setattr(smoke, "PortForward", FakeForward)
+    monkeypatch.setattr(portforward, "PortForward", FakeForward)
     monkeypatch.setattr(requests, "get", get)
     counts = clients.replica_counts(Config(root=tmp_path), "mnist")
     assert counts == {"a": 14, "b": None}  # c is not Ready; b serves no metrics

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfship import bases, contract, docker_client, images
+from tfship import acceptance, bases, contract, docker_client, images
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, DockerError, ModelError
 
@@ -171,7 +171,7 @@ def test_stage_models_links_only_the_served_versions(tmp_path):
 
 def test_example_request_matches_half_plus_two_metadata():
     metadata = json.loads((TESTDATA / "half_plus_two_model_metadata.json").read_text())
-    assert images.example_request(metadata) == {"signature_name": "serving_default", "inputs": {"x": [[0.0]]}}
+    assert acceptance.example_request(metadata) == {"signature_name": "serving_default", "inputs": {"x": [[0.0]]}}
 
 
 def test_example_request_shapes_a_batch_of_one():
@@ -179,11 +179,11 @@ def test_example_request_shapes_a_batch_of_one():
         "pixels": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "64"}]}},
         "key": {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}},
     }}}}}}
-    request = images.example_request(metadata)["inputs"]
+    request = acceptance.example_request(metadata)["inputs"]
     assert len(request["pixels"]) == 1 and request["pixels"][0] == [0.0] * 64
     assert request["key"] == [""]
     with pytest.raises(DockerError, match="serving_default"):
-        images.example_request({"metadata": {}})
+        acceptance.example_request({"metadata": {}})
 
 
 def test_follow_stream_raises_on_error_detail():
@@ -300,7 +300,7 @@ def test_acceptance_avoids_a_classify_serving_default():
     mnist_like = {"metadata": {"signature_def": {"signature_def": {
         "serving_default": signature("tensorflow/serving/classify"),
         "predict_images": signature("tensorflow/serving/predict")}}}}
-    assert images.predict_signature(mnist_like) == "predict_images"
+    assert acceptance.predict_signature(mnist_like) == "predict_images"
     half = json.loads((TESTDATA / "half_plus_two_model_metadata.json").read_text())
-    assert images.predict_signature(half) == "serving_default"
-    assert images.predict_signature({"metadata": {}}) == "serving_default"
+    assert acceptance.predict_signature(half) == "serving_default"
+    assert acceptance.predict_signature({"metadata": {}}) == "serving_default"

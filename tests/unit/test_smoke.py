@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tfship import images, smoke
+from tfship import images, portforward, smoke
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 from tfship.errors import SmokeTestError
@@ -91,7 +91,7 @@ def fake_kubectl(tmp_path, mode):
 
 
 def test_port_forward_reads_ports_from_kubectl_output_and_always_stops(tmp_path):
-    forward = smoke.PortForward(fake_kubectl(tmp_path, "ok"), "ns", "pod-a", [8500, 8501])
+    forward = portforward.PortForward(fake_kubectl(tmp_path, "ok"), "ns", "pod-a", [8500, 8501])
     forward.start()
     try:
         assert forward.ports == {8500: 41001, 8501: 41002}
@@ -103,7 +103,7 @@ def test_port_forward_reads_ports_from_kubectl_output_and_always_stops(tmp_path)
 
 
 def test_port_forward_that_fails_says_why(tmp_path):
-    forward = smoke.PortForward(fake_kubectl(tmp_path, "fail"), "ns", "pod-a", [8500, 8501])
+    forward = portforward.PortForward(fake_kubectl(tmp_path, "fail"), "ns", "pod-a", [8500, 8501])
     with pytest.raises(SmokeTestError, match="pod is not running"):
         forward.start()
     assert not forward.alive()
@@ -129,7 +129,7 @@ def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
             return fake_kubectl(tmp_path, "ok") + list(args)
 
     started = []
-    real_start = smoke.PortForward.start
+    real_start = portforward.PortForward.start
 
     def start(self):
         started.append(self)
@@ -139,7 +139,7 @@ def test_every_port_forward_is_stopped_when_interrupted(tmp_path, monkeypatch):
         assert forward.alive()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(smoke.PortForward, "start", start)
+    monkeypatch.setattr(portforward.PortForward, "start", start)
     monkeypatch.setattr(smoke, "load_cases", lambda config, recorded: [])
     monkeypatch.setattr(smoke, "ready_pods", lambda config, kube: ["pod-a", "pod-b"])
     monkeypatch.setattr(smoke, "check_replica", interrupted)

@@ -166,7 +166,7 @@ def _target(config: Config) -> Reads:
 
 def service_forward(config: Config, local_port: int = 0, kube: Reads | None = None):
     """A started `kubectl port-forward svc/<web> [LOCAL]:8080` on 127.0.0.1 (stop() it)."""
-    from tfship.smoke import PortForward
+    from tfship.portforward import PortForward
 
     kube = kube or _target(config)
     forward = PortForward(kube.argv(), config.kubernetes.namespace, web_name(config), [WEB_PORT])
