@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from tfship import clients, deploy, export, images, models, push, registry, smoke
+from tfship import clients, deploy, export, images, models, push, registry, service, smoke
 from tfship import cluster as tfcluster
 from tfship import config as tfconfig
 from tfship.exporters import mnist
@@ -114,5 +114,5 @@ def test_the_node_port_answers_rest_and_status_says_where(app):
     answer = requests.get(f"http://127.0.0.1:{REST_NODE_PORT}/v1/models/mnist", timeout=10)
     assert answer.status_code == 200
     assert answer.json()["model_version_status"][0]["state"] == "AVAILABLE"
-    address = clients.service_address(app)
+    address = service.service_address(app)
     assert address.type == "NodePort" and address.grpc_outside == f"127.0.0.1:{GRPC_NODE_PORT}"

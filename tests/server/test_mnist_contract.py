@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from tfship import clients, export, render
+from tfship import clients, export, render, service
 from tfship.config import Config, ModelSpec
 from tfship.exporters import mnist
 
@@ -115,7 +115,7 @@ def metrics_count(server) -> int:
     import requests
 
     text = requests.get(server.rest_url + render.PROMETHEUS_PATH, timeout=10).text
-    return clients.request_count(text, "mnist")
+    return service.request_count(text, "mnist")
 
 
 def test_evaluate_client_reports_the_error_rate_and_the_server_counts_every_request(stub):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfship import clients, cluster, models
+from tfship import clients, cluster, models, service
 from tfship.config import Config, ModelSpec
 from tfship.errors import ConfigError, TfshipError
 
@@ -108,12 +108,12 @@ METRICS = """# TYPE :tensorflow:serving:request_count counter
 
 def test_request_counts_from_prometheus_text():
     # inference only: the status request (a readiness probe) is left out
-    assert clients.request_count(METRICS, "mnist") == 14
+    assert service.request_count(METRICS, "mnist") == 14
     without_latency = METRICS.split("# TYPE :tensorflow:serving:request_latency")[0]
-    assert clients.request_count(without_latency, "mnist") == 15
-    assert clients.request_count(METRICS, "other") == 0
-    assert clients.format_replica_counts({"a": 1, "b": 0}, {"a": 5, "b": 7}) == "Requests per replica: a 4, b 7"
-    assert "unavailable" in clients.format_replica_counts({}, {"a": None, "b": 3})
+    assert service.request_count(without_latency, "mnist") == 15
+    assert service.request_count(METRICS, "other") == 0
+    assert service.format_replica_counts({"a": 1, "b": 0}, {"a": 5, "b": 7}) == "Requests per replica: a 4, b 7"
+    assert "unavailable" in service.format_replica_counts({}, {"a": None, "b": 3})
 
 
 def test_evaluate_refuses_a_model_without_held_out_data(tmp_path):
@@ -137,7 +137,7 @@ def fake_kubectl(monkeypatch, service: dict, nodes: list | None = None) -> list:
     return calls
 
 
-def service(kind: str, **extra) -> dict:
+def service_object(kind: str, **extra) -> dict:
     ports = [{"name": "grpc", "port": 8500}, {"name": "http", "port": 8501}]
     if kind != "ClusterIP":
         ports[0]["nodePort"], ports[1]["nodePort"] = 30850, 30851
@@ -147,22 +147,22 @@ def service(kind: str, **extra) -> dict:
 def test_service_address_per_type(monkeypatch, tmp_path):
     config = Config(root=tmp_path)
     config.kubernetes.provider = "local"
-    fake_kubectl(monkeypatch, service("ClusterIP"))
-    address = clients.service_address(config)
+    fake_kubectl(monkeypatch, service_object("ClusterIP"))
+    address = service.service_address(config)
     assert address.grpc_outside == ""
     assert "(ClusterIP): in the cluster at 10.0.0.7 (gRPC 8500, REST 8501; pods read $TFSHIP_SERVING_SERVICE_HOST)" \
         in address.describe()
 
-    fake_kubectl(monkeypatch, service("NodePort"))
-    address = clients.service_address(config)  # the local provider's node is this machine
+    fake_kubectl(monkeypatch, service_object("NodePort"))
+    address = service.service_address(config)  # the local provider's node is this machine
     assert address.grpc_outside == "127.0.0.1:30850"
     assert "from outside: gRPC 127.0.0.1:30850, REST http://127.0.0.1:30851/v1/models/..." in address.describe()
 
     config.kubernetes.provider = "external"
     nodes = [{"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.4"}]}}]
-    lb = service("LoadBalancer", status={"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}})
+    lb = service_object("LoadBalancer", status={"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}})
     fake_kubectl(monkeypatch, lb, nodes)
-    text = clients.service_address(config).describe()
+    text = service.service_address(config).describe()
     assert "gRPC 192.0.2.4:30850" in text and "load balancer: gRPC 198.51.100.9:8500" in text
 
 
@@ -233,6 +233,6 @@ def test_replica_counts_reads_every_ready_pod_through_its_own_forward(monkeypatc
     monkeypatch.setattr(cluster, "target", lambda config: FakeTarget())
     monkeypatch.setattr(portforward, "PortForward", FakeForward)
     monkeypatch.setattr(requests, "get", get)
-    counts = clients.replica_counts(Config(root=tmp_path), "mnist")
+    counts = service.replica_counts(Config(root=tmp_path), "mnist")
     assert counts == {"a": 14, "b": None}  # c is not Ready; b serves no metrics
-    assert "unavailable" in clients.format_replica_counts(counts, counts)
+    assert "unavailable" in service.format_replica_counts(counts, counts)

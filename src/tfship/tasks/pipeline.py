@@ -87,12 +87,12 @@ def smoke_test(c, json=False):
 @handles_errors
 def status(c):
     """Show the deployed app: replicas, image digest, rollout state, and where its Service can be reached."""
-    from tfship import clients
+    from tfship import service
     from tfship import deploy as stage
 
     cfg = load_config()
     print(stage.status(cfg))
-    print(clients.service_address(cfg).describe())
+    print(service.service_address(cfg).describe())
 
 
 @task(help={"to": "a promoted release to serve again (its id from `invoke history`, or a unique prefix)",
