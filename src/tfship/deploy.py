@@ -150,15 +150,15 @@ def deploy(
         namespace = app.wait_namespace_not_terminating(kube.termination_grace, progress.update)
         before = _claim(config, app)
         if namespace is None or render.owns(config, namespace):
-            _apply(app, rendered[render.NAMESPACE_FILE], progress.update)
+            apply(app, rendered[render.NAMESPACE_FILE], progress.update)
         else:  # someone else's namespace: deploy into it, but never relabel (take over) or later delete it
             progress.update(f"namespace {app.namespace} is not tfship's ({render.owner_of(namespace)}): used as it is")
         if artifacts.registry_auth:
-            _apply_pull_secret(config, app, artifacts.registry)
+            apply_pull_secret(config, app, artifacts.registry)
             progress.update(f"secret/{kube.pull_secret_name} applied (pull credentials for {artifacts.registry})")
         rest = [text for name, text in rendered.items() if name != render.NAMESPACE_FILE]
         try:
-            _apply(app, "---\n".join(rest), progress.update)
+            apply(app, "---\n".join(rest), progress.update)
             deployment = app.wait(started + kube.rollout_timeout, progress.update)
         except RolloutFailed as failure:
             raise _undo(app, failure, before, keep_failed) from None
@@ -280,13 +280,13 @@ def _claim(config: Config, app: App) -> dict[str, Any] | None:
     return existing
 
 
-def _apply(app: App, manifests: str, progress: Callable[[str], None]) -> None:
+def apply(app: App, manifests: str, progress: Callable[[str], None]) -> None:
     result = app.kube.run("apply", "-f", "-", input=manifests)
     for line in (result.stdout or "").splitlines():
         progress(line)
 
 
-def _apply_pull_secret(config: Config, app: App, registry: str) -> None:
+def apply_pull_secret(config: Config, app: App, registry: str) -> None:
     from tfship.registry import credentials
 
     found = credentials(config)

@@ -180,11 +180,11 @@ def release(
                 progress.update(f"removed a leftover canary: {line}")
             namespace = app.wait_namespace_not_terminating(settings.termination_grace, progress.update)
             if namespace is None or render.owns(config, namespace):  # someone else's is used as it is (as deploy)
-                deploy._apply(app, render.render(config, artifacts, api_versions, replicas)[render.NAMESPACE_FILE],
+                deploy.apply(app, render.render(config, artifacts, api_versions, replicas)[render.NAMESPACE_FILE],
                               progress.update)
             if artifacts.registry_auth:
-                deploy._apply_pull_secret(config, app, artifacts.registry)
-            deploy._apply(app, canary_manifests(config, artifacts, api_versions), progress.update)
+                deploy.apply_pull_secret(config, app, artifacts.registry)
+            deploy.apply(app, canary_manifests(config, artifacts, api_versions), progress.update)
             try:
                 canary.wait(clock() + config.release.canary_timeout, lambda line: progress.update(f"canary: {line}"))
             except RolloutFailed as failure:
