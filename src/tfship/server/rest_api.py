@@ -72,7 +72,7 @@ class BoundedPool:
         return future
 
     def shutdown(self, wait: bool) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=not wait)
+        self._executor.shutdown(wait=wait)
 
 
 class _DeadlineReader(io.RawIOBase):

@@ -42,6 +42,8 @@ _PARSE_ERRORS = {
     "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
 }
 _DECODER = json.JSONDecoder()
+_NUMBER_TOO_BIG = "JSON Parse error: Number too big to be stored in double."
+_HUGE_INTEGER = re.compile(r"\d{4300}")
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -59,8 +61,14 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         document, _ = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as error:
         raise invalid_argument(f"JSON Parse error: {_rapidjson_message(error)} at offset: {error.pos}")
+    except ValueError:  # an integer past Python's int-string limit (4300 digits): far beyond a double
+        raise invalid_argument(_NUMBER_TOO_BIG)
     except RecursionError:  # rapidjson parses iteratively: deep nesting is legal JSON
-        document = _parse_iteratively(text, start)
+        try:
+            document = _parse_iteratively(text, start)
+        except ValueError:  # json.loads of one token: a bad escape in a string, or a number as above
+            raise invalid_argument(_NUMBER_TOO_BIG if _HUGE_INTEGER.search(text) else
+                                   "JSON Parse error: Invalid escape character in string.")
     if not isinstance(document, dict):
         raise format_error(document, "Is not object")
     return document
