@@ -336,3 +336,53 @@ def test_fuzzed_requests_never_get_a_500_or_kill_the_server(fuzz_server: ServerP
     assert fuzz_server.process.poll() is None
     _good_predict(fuzz_server)
     assert "Traceback" not in fuzz_server.log(), fuzz_server.log()[-3000:]
+
+
+# --- unexpected errors: unit tests (no real trigger is left in the server; a stub manager raises one) --------
+
+class _BrokenManager:
+    """A stand-in model manager whose lookups fail the way a server bug would."""
+
+    def resolve(self, *args: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+
+def test_rest_unexpected_error_answers_500_without_its_text(caplog: pytest.LogCaptureFixture) -> None:
+    from tfship.server.metrics import Metrics
+    from tfship.server.model_config import MonitoringOptions
+    from tfship.server.rest_api import RestServer
+
+    server = RestServer(("127.0.0.1", 0), _BrokenManager(), Metrics(), MonitoringOptions(), 10.0, 1)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reply = requests.post(f"http://127.0.0.1:{server.server_address[1]}/v1/models/m:predict",
+                              json=GOOD_BODY, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (reply.status_code, reply.json()) == (500, {"error": "Internal error"})
+    assert "secret internal detail" in caplog.text  # the details are logged
+
+
+def test_grpc_unexpected_error_answers_internal_without_its_text(caplog: pytest.LogCaptureFixture) -> None:
+    from tfship.server.grpc_api import PredictionService
+    from tfship.server.metrics import Metrics
+
+    class Context:  # the part of grpc.ServicerContext _serve uses
+        aborted: tuple | None = None
+
+        def time_remaining(self) -> None:
+            return None
+
+        def abort(self, code: grpc.StatusCode, details: str) -> None:
+            self.aborted = (code, details)
+            raise RuntimeError("aborted")  # grpc's abort raises too
+
+    context = Context()
+    service = PredictionService(_BrokenManager(), Metrics())  # type: ignore[arg-type]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    with pytest.raises(RuntimeError, match="aborted"):
+        service.Predict(request, context)  # type: ignore[arg-type]
+    assert context.aborted == (grpc.StatusCode.INTERNAL, "Internal error")
+    assert "secret internal detail" in caplog.text
