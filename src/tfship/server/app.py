@@ -96,14 +96,18 @@ def start(options: ServerOptions) -> RunningServer:
     metrics = Metrics()
     try:
         grpc_server, health = build_grpc_server(manager, metrics, f"{options.bind_address}:{options.port}",
-                                                options.grpc_max_threads, channel_arguments)
+                                                options.grpc_max_threads, channel_arguments,
+                                                options.max_queued_requests)
     except RuntimeError as error:
         raise RuntimeError(f"cannot listen for gRPC on {options.bind_address}:{options.port}: {error}")
     rest_server = None
     if options.rest_api_port:
         try:
             rest_server = RestServer((options.bind_address, options.rest_api_port), manager, metrics, monitoring,
-                                     options.rest_api_timeout_in_ms / 1000.0, options.rest_api_num_threads)
+                                     options.rest_api_timeout_in_ms / 1000.0, options.rest_api_num_threads,
+                                     options.max_queued_requests, options.rest_api_max_body_bytes,
+                                     options.rest_api_read_timeout_in_ms / 1000.0,
+                                     options.rest_api_idle_timeout_in_ms / 1000.0)
         except OSError as error:
             raise RuntimeError(f"cannot listen for REST on {options.bind_address}:{options.rest_api_port}: "
                                f"{error.strerror}")

@@ -40,6 +40,11 @@ class ServerOptions:
     # tfship extensions, not in tensorflow_model_server:
     bind_address: str = "0.0.0.0"
     shutdown_grace_seconds: float = 10.0
+    # Limits (tfship extensions; TF Serving has no flags for them, it bounds less):
+    rest_api_max_body_bytes: int = 64 * 2**20  # larger bodies get 413 before they are read
+    rest_api_read_timeout_in_ms: int = 30000  # a request's headers and body must arrive within this
+    rest_api_idle_timeout_in_ms: int = 60000  # a connection with no request started for this long is closed
+    max_queued_requests: int = 64  # per protocol, beyond the running ones; then 503 / RESOURCE_EXHAUSTED
 
 
 def _boolean(text: str) -> bool:
@@ -89,6 +94,11 @@ def parse_flags(argv: list[str]) -> ServerOptions:
         raise FlagError(f"--port and --rest_api_port are both {options.port}: give them different ports")
     if options.rest_api_timeout_in_ms <= 0:
         raise FlagError("--rest_api_timeout_in_ms must be positive")
+    for name in ("rest_api_max_body_bytes", "rest_api_read_timeout_in_ms", "rest_api_idle_timeout_in_ms"):
+        if getattr(options, name) <= 0:
+            raise FlagError(f"--{name}={getattr(options, name)} must be positive")
+    if options.max_queued_requests < 0:
+        raise FlagError(f"--max_queued_requests={options.max_queued_requests} must not be negative")
     for name in ("grpc_max_threads", "rest_api_num_threads"):
         if getattr(options, name) < 1:
             raise FlagError(f"--{name}={getattr(options, name)} must be at least 1")

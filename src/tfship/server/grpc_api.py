@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent import futures
 from typing import Callable, Sequence, TypeVar
@@ -30,6 +31,13 @@ from tfship.server.status import ServingError, invalid_argument
 from tfship.server.tensors import ndarray_to_proto, proto_to_ndarray, serialized_examples_from_input
 
 Response = TypeVar("Response")
+log = logging.getLogger("tfship.server")
+
+# Message size bounds unless --grpc_channel_arguments says otherwise: TF Serving's INT32_MAX for answers, and a
+# stricter 64 MiB for requests (a request is decoded in full before any check; a bigger one can be raised
+# with grpc.max_receive_message_length).
+DEFAULT_MAX_RECEIVE_BYTES = 64 * 2**20
+DEFAULT_MAX_SEND_BYTES = 2**31 - 1
 
 
 def resolve_spec(manager: ModelManager, spec: model_pb2.ModelSpec) -> ModelVersion:
@@ -61,10 +69,18 @@ class _Handler:
         started = time.perf_counter()
         status = grpc.StatusCode.OK
         try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # waited in the queue past its deadline: drop it
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before the request ran")
             return work()
         except ServingError as error:
             status = error.code
             context.abort(error.code, error.message)
+            raise  # unreachable: abort raises
+        except Exception:  # noqa: BLE001 - a server bug: logged here, its text is not the client's business
+            status = grpc.StatusCode.INTERNAL
+            log.exception("gRPC %s for model %r failed", api or "call", model_name)
+            context.abort(grpc.StatusCode.INTERNAL, "Internal error")
             raise  # unreachable: abort raises
         finally:
             if api is not None:
@@ -234,15 +250,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Handler):
 
 
 def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, max_workers: int,
-                      channel_arguments: Sequence[tuple[str, int | str]] = ()) -> tuple[grpc.Server, health.HealthServicer]:
+                      channel_arguments: Sequence[tuple[str, int | str]] = (),
+                      max_queued: int = 64) -> tuple[grpc.Server, health.HealthServicer]:
     """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot.
-    Messages of any size by default (TF Serving: INT32_MAX); --grpc_channel_arguments override any option."""
-    options = {"grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1, "grpc.so_reuseport": 0}
+    Message sizes are bounded (DEFAULT_MAX_*_BYTES); --grpc_channel_arguments override any option. At most
+    max_workers + max_queued calls are running or waiting: more are refused with RESOURCE_EXHAUSTED."""
+    options: dict[str, int | str] = {"grpc.max_receive_message_length": DEFAULT_MAX_RECEIVE_BYTES,
+                                     "grpc.max_send_message_length": DEFAULT_MAX_SEND_BYTES, "grpc.so_reuseport": 0}
     options.update(channel_arguments)  # one value per key: which duplicate gRPC would honour is not documented
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[ReplicaInterceptor()],
         options=list(options.items()),
+        maximum_concurrent_rpcs=max_workers + max_queued,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, metrics), server)

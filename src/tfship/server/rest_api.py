@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -35,6 +36,62 @@ _PREDICTION_PATH = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 _STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?")
 _INT64_MAX = 2**63 - 1
+_MAX_CHUNK_LINE = 4096  # a chunk-size line or trailer longer than this is not HTTP
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
+class _HttpRefusal(ServingError):
+    """A request refused before the API sees it, with an HTTP code of its own (413, 501)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int):
+        super().__init__(code, message)
+        self._http_status = http_status
+
+    @property
+    def http_status(self) -> int:
+        return self._http_status
+
+
+class BoundedPool:
+    """The REST workers with a bounded queue: at most workers + max_queued requests running or waiting; one
+    more is refused at once (UNAVAILABLE, 503) rather than piling up behind work that will time out anyway."""
+
+    def __init__(self, workers: int, max_queued: int):
+        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self._slots = threading.BoundedSemaphore(workers + max_queued)
+
+    def submit(self, work: Callable[[], bytes]) -> futures.Future:
+        if not self._slots.acquire(blocking=False):
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, "Too many requests queued; retry later")
+        try:
+            future = self._executor.submit(work)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())  # also when cancelled before it ran
+        return future
+
+    def shutdown(self, wait: bool) -> None:
+        self._executor.shutdown(wait=wait)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's read side with a deadline for the whole request, not just each recv(): a client that
+    trickles bytes (slowloris) or stays idle is cut off when the deadline passes."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.deadline = 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("read deadline passed")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
 
 
 def _message_json(message: Any) -> bytes:
@@ -72,15 +129,20 @@ class RestServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], manager: ModelManager, metrics: Metrics,
-                 monitoring: MonitoringOptions, timeout_seconds: float, workers: int):
+                 monitoring: MonitoringOptions, timeout_seconds: float, workers: int, max_queued: int = 64,
+                 max_body_bytes: int = 64 * 2**20, read_timeout_seconds: float = 30.0,
+                 idle_timeout_seconds: float = 60.0):
         self.manager = manager
         self.metrics = metrics
         self.monitoring = monitoring
         self.timeout_seconds = timeout_seconds
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout_seconds = read_timeout_seconds
+        self.idle_timeout_seconds = idle_timeout_seconds
         self.in_flight = InFlight()
         self.draining = False
         # Inference runs on a pool so a request past --rest_api_timeout_in_ms can be answered with 504.
-        self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self.pool = BoundedPool(workers, max_queued)
         super().__init__(address, _Handler)
 
 
@@ -93,6 +155,32 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # Headers and body leave in separate writes: without NODELAY, Nagle + delayed ACK add ~40 ms each.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # replaced by one whose reads share a deadline
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """Waits --rest_api_idle_timeout_in_ms for a request to start, then gives its headers and body
+        --rest_api_read_timeout_in_ms in all; past either the connection is closed without an answer."""
+        self._reader.deadline = time.monotonic() + self.server.idle_timeout_seconds
+        try:
+            started = bool(self.rfile.peek(1))
+        except OSError:  # TimeoutError included: idle too long
+            started = False
+        if not started:
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.server.read_timeout_seconds
+        super().handle_one_request()
+
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue` (curl sends it for big bodies): a body too large is refused before it is sent."""
+        try:
+            self._content_length()
+        except ServingError as error:
+            self._send(error.http_status, error_json(error.message))
+            return False
+        return super().handle_expect_100()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # per-request access logs would dominate the output under load
@@ -150,10 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not request.parse_failed:  # an unparsable version or name gets an empty body, as in TF Serving
                 payload = error_json(error.message) if method != "OPTIONS" else b""
             self._send(error.http_status, payload)
-        except Exception as error:  # noqa: BLE001 - a server bug must still answer, not drop the connection
-            log.exception("REST %s %s failed", method, self.path)
+        except Exception:  # noqa: BLE001 - a server bug must still answer, not drop the connection
+            log.exception("REST %s %s failed", method, self.path[:200])
             code = grpc.StatusCode.INTERNAL
-            self._send(500, error_json(f"Internal error: {error}"))
+            self._send(500, error_json("Internal error"))  # its text stays in the log
         else:
             self._send(200, payload)
         metrics = self.server.metrics
@@ -169,19 +257,83 @@ class _Handler(BaseHTTPRequestHandler):
         if request.method == "GET" and not request.model_name:
             raise invalid_argument("Missing model name in request.")
         work = self._work(request, body)
+        if request.method == "GET":  # status and metadata compute nothing: answered even when the queue is full
+            return work()
         future = self.server.pool.submit(work)
         try:
             return future.result(timeout=self.server.timeout_seconds)
         except futures.TimeoutError:
+            future.cancel()  # still queued: never runs (one already running cannot be stopped)
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Request timed out")
 
     def _read_body(self) -> bytes:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True  # the rest of the stream cannot be framed
+        """The body, at most --rest_api_max_body_bytes, by Content-Length or chunked; a refused body closes
+        the connection (the rest of the stream cannot be framed, or is not worth reading)."""
+        transfer_encoding = self.headers.get("Transfer-Encoding")
+        if transfer_encoding is not None:
+            keep_alive = not self.close_connection and "Content-Length" not in self.headers  # RFC 9112 6.1
+            self.close_connection = True
+            if transfer_encoding.strip().lower() != "chunked":
+                raise _HttpRefusal(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Transfer-Encoding {transfer_encoding!r} is not supported", 501)
+            body = self._read_chunked()
+            self.close_connection = not keep_alive
+            return body
+        length = self._content_length()
+        if length == 0:
+            return b""
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            raise invalid_argument("Request body is shorter than its Content-Length")
+        return body
+
+    def _content_length(self) -> int:
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return 0
+        if not text.strip().isdigit():
+            self.close_connection = True
             raise invalid_argument("Content-Length is not a number")
-        return self.rfile.read(length) if length > 0 else b""
+        length = int(text)
+        if length > self.server.max_body_bytes:
+            self.close_connection = True
+            raise self._too_large()
+        return length
+
+    def _too_large(self) -> ServingError:
+        return _HttpRefusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"Request body is larger than {self.server.max_body_bytes} bytes "
+                            "(--rest_api_max_body_bytes)", 413)
+
+    def _read_chunked(self) -> bytes:
+        """RFC 9112 7.1 chunked coding, bounded: the body as it grows, each size line and trailer."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_text = self._chunk_line().split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise invalid_argument("Malformed chunked body: bad chunk size")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > self.server.max_body_bytes:
+                raise self._too_large()
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.read(2) != b"\r\n":
+                raise invalid_argument("Malformed chunked body: truncated chunk")
+            parts.append(chunk)
+        for _ in range(64):  # trailer fields, ignored
+            if self._chunk_line() in (b"\r\n", b"\n"):
+                return b"".join(parts)
+        raise invalid_argument("Malformed chunked body: too many trailer fields")
+
+    def _chunk_line(self) -> bytes:
+        line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+        if not line.endswith(b"\n"):
+            raise invalid_argument("Malformed chunked body: line too long or body truncated")
+        return line
 
     def _work(self, request: "_RestRequest", body: bytes) -> Callable[[], bytes]:
         manager = self.server.manager
@@ -220,6 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
         return infer
 
     def _send(self, code: int, payload: bytes, content_type: str = "application/json") -> None:
+        self.connection.settimeout(self.server.read_timeout_seconds)  # a client that does not read is let go
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))

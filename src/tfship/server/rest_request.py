@@ -42,6 +42,10 @@ _PARSE_ERRORS = {
     "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
 }
 _DECODER = json.JSONDecoder()
+_NUMBER_TOO_BIG = "JSON Parse error: Number too big to be stored in double."
+_HUGE_INTEGER = re.compile(r"\d{4300}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # only then can a parsed string hold a lone surrogate
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -59,11 +63,36 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         document, _ = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as error:
         raise invalid_argument(f"JSON Parse error: {_rapidjson_message(error)} at offset: {error.pos}")
+    except ValueError:  # an integer past Python's int-string limit (4300 digits): far beyond a double
+        raise invalid_argument(_NUMBER_TOO_BIG)
     except RecursionError:  # rapidjson parses iteratively: deep nesting is legal JSON
-        document = _parse_iteratively(text, start)
+        try:
+            document = _parse_iteratively(text, start)
+        except ValueError:  # json.loads of one token: a bad escape in a string, or a number as above
+            raise invalid_argument(_NUMBER_TOO_BIG if _HUGE_INTEGER.search(text) else
+                                   "JSON Parse error: Invalid escape character in string.")
+    if _SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(document):
+        raise invalid_argument("JSON Parse error: The surrogate pair in string is invalid.")
     if not isinstance(document, dict):
         raise format_error(document, "Is not object")
     return document
+
+
+def _holds_lone_surrogate(document: Any) -> bool:
+    """A string or name with half a surrogate pair (json reads "\\ud800" alone; rapidjson refuses it, and it
+    cannot become UTF-8 later). Walked without recursion: documents may be deep."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _rapidjson_message(error: json.JSONDecodeError) -> str:
