@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from tfship import models, smoke
+from tfship import images, models, smoke
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 
@@ -44,7 +44,7 @@ def keras_model_file(path, seed: int) -> str:
 
 
 def check(config: Config, server) -> smoke.ReplicaResult:
-    cases = smoke.load_cases(config, Artifacts(models={"mine": [1]}))
+    cases = smoke.load_cases(config, Artifacts(models={"mine": [1]}, serving=images.serving_record(config, {"mine": [1]})))
     return smoke.check_replica(OpenForward("local", server.grpc_port, server.rest_port), cases, 8500, 8501,
                                timeout=10, retries=1)
 
