@@ -11,16 +11,13 @@ its own; all are always stopped.
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from tfship import artifacts as artifacts_store
-from tfship import portforward
+from tfship import portforward, runs
 from tfship.config import Config
 from tfship.errors import SmokeTestError, TfshipError
 from tfship.kubectl import Reads
@@ -382,23 +379,6 @@ def ready_pods(config: Config, kube: Reads) -> list[str]:
     return sorted(ready)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the `finally` that stops each port-forward runs on both."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def smoke_test(config: Config, *, target: Reads | None = None) -> list[ReplicaResult]:
     """Check every Ready replica, each through its own port-forward; a replica that fails is reported in its
     result, not raised (see require_all_ok), so one bad pod never hides the others."""
@@ -415,7 +395,7 @@ def smoke_test(config: Config, *, target: Reads | None = None) -> list[ReplicaRe
     serving = recorded.serving or artifacts_store.ServingRecord(model_name="")
     ports = (serving.grpc_port, serving.rest_port)
     results = []
-    with _sigterm_as_interrupt():
+    with runs.sigterm_unwinds():  # the finally that stops each port-forward runs on SIGTERM too
         for pod in pods:
             forward = portforward.PortForward(kube.argv(), config.kubernetes.namespace, pod, ports)
             try:
