@@ -48,10 +48,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             rows.append(FaultRow(nodeid, nodeid.split("::")[-1], "", f"{outcome} before observing", "?"))
     if not rows:
         return
-    widths = [max(len(getattr(row, name)) for row in rows) for name in ("fault", "expected", "lost")]
-    widths = [min(width, cap) for width, cap in zip(widths, (46, 44, 9))]
-    terminalreporter.section("fault table")
     head = ("fault", "expected", "data lost")
+    widths = [max(len(title), *(len(getattr(row, name)) for row in rows))
+              for title, name in zip(head, ("fault", "expected", "lost"))]
+    widths = [min(width, cap) for width, cap in zip(widths, (50, 44, 12))]
+    terminalreporter.section("fault table")
     terminalreporter.write_line(f"{head[0]:<{widths[0]}}  {head[1]:<{widths[1]}}  {head[2]:<{widths[2]}}  result  observed")
     for row in rows:
         result = outcomes.get(row.nodeid, "?").upper()
