@@ -6,9 +6,18 @@ Also: the dockerd-restart test runs last (it disturbs everything on the engine),
 
 from __future__ import annotations
 
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from cluster_fixtures import cluster  # noqa: E402,F401 (the shared cluster fixture, for the cluster faults)
+
+REPO = Path(__file__).resolve().parents[2]
 
 ROWS = pytest.StashKey[list]()
 LAST = "test_dockerd_restart"
@@ -58,3 +67,78 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         result = outcomes.get(row.nodeid, "?").upper()
         terminalreporter.write_line(f"{row.fault[:widths[0]]:<{widths[0]}}  {row.expected[:widths[1]]:<{widths[1]}}  "
                                     f"{row.lost[:widths[2]]:<{widths[2]}}  {result:<6}  {row.observed}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One serving image for every cluster fault: exported, built and pushed once per session
+
+
+@dataclass
+class Shipped:
+    root: Path
+
+    def config(self, namespace: str, replicas: int):
+        from tfship import config as tfconfig
+
+        overrides = {
+            "build_dir": str(self.root / "build"),
+            "models_dir": str(self.root / "models"),
+            "models": [{"name": "half_plus_two", "exporter": "half_plus_two"}],
+            "kubernetes.namespace": namespace,
+            "kubernetes.replicas": replicas,
+            # small pods: the 2-core node is shared with every other agent's tests
+            "kubernetes.resources.cpu_request": "50m",
+            "kubernetes.resources.memory_request": "256Mi",
+            "kubernetes.resources.memory_limit": "1Gi",
+        }
+        return tfconfig.load(REPO / tfconfig.CONFIG_FILE_NAME, overrides=overrides)
+
+    @staticmethod
+    def wait_ready(config, count: int, timeout: float) -> list[str]:
+        """The app's Ready pods once `count` are Ready (bounded); the last list seen otherwise."""
+        from tfship import cluster as tfcluster
+        from tfship import smoke
+
+        deadline = time.monotonic() + timeout
+        ready: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                ready = smoke.ready_pods(config, tfcluster.target(config))
+            except Exception:  # the API server or the engine may be coming back
+                ready = []
+            if len(ready) == count:
+                return ready
+            time.sleep(3)
+        return ready
+
+
+@pytest.fixture(scope="session")
+def shipped(cluster):
+    from tfship import export, images, push, registry
+
+    with tempfile.TemporaryDirectory(prefix="tfship-faults-ship-") as folder:
+        ship = Shipped(Path(folder))
+        config = ship.config("faults-unused", 1)
+        export.export(config, in_devel=False)
+        registry.up(config)
+        images.build(config, images=["serving"])
+        push.push(config)
+        yield ship
+
+
+@pytest.fixture
+def deployed(cluster, shipped):
+    """deployed(namespace, replicas) -> config, with that namespace deleted at the end."""
+    from tfship import deploy
+
+    made: list[str] = []
+
+    def make(namespace: str, replicas: int):
+        config = shipped.config(namespace, replicas)
+        made.append(namespace)
+        deploy.deploy(config, replicas)
+        return config
+
+    yield make
+    for namespace in made:
+        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
