@@ -157,8 +157,9 @@ def snapshot(project: Path) -> dict:
     state["images"] = sorted(line for line in images.stdout.splitlines() if line.startswith(("faults-", "tfship-faults")))
     try:
         catalog = requests.get("http://127.0.0.1:5000/v2/_catalog", timeout=5).json().get("repositories", [])
+        # The cases' repositories only: other runs push to this shared registry meanwhile.
         state["registry"] = {repo: requests.get(f"http://127.0.0.1:5000/v2/{repo}/tags/list", timeout=5).json()
-                             for repo in catalog}
+                             for repo in catalog if "faults" in repo}
     except requests.RequestException:
         state["registry"] = "not running"
     state["cluster"] = cluster_objects()
@@ -170,11 +171,15 @@ def cluster_objects() -> list[str] | str:
 
     try:
         target = cluster.target(config.load(REPO / "tfship.yaml"))
-        listed = target.run("get", "deployments,services,configmaps,secrets", "--all-namespaces", "-o", "name",
+        listed = target.run("get", "deployments,services,configmaps,secrets", "--all-namespaces", "-o",
+                            "custom-columns=NS:.metadata.namespace,KIND:.kind,NAME:.metadata.name", "--no-headers",
                             check=False, timeout=60)
     except Exception as error:  # no cluster here: the snapshot says so, before and after alike
         return f"no cluster: {type(error).__name__}"
-    return sorted(listed.stdout.splitlines()) if listed.returncode == 0 else "no cluster"
+    if listed.returncode != 0:
+        return "no cluster"
+    # The cases' namespace and the default one: other runs deploy to namespaces of their own meanwhile.
+    return sorted(line for line in listed.stdout.splitlines() if line.split()[0] in ("tfship-faults", "default"))
 
 
 # --------------------------------------------------------------------------------------------------------------
