@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 
 import tfship
 from tfship import artifacts as artifacts_mod
-from tfship import acceptance, bases, contract, docker_client
+from tfship import acceptance, bases, contract, docker_client, filehash
 from tfship import models as model_stage
 from tfship.artifacts import ImageArtifact, ServingRecord, SmokeRecord
 from tfship.config import Config, ModelSpec
@@ -72,30 +72,25 @@ class ImagePlan:
 
 def content_tag(dockerfile: Path, files: Mapping[str, Path], buildargs: Mapping[str, str], parent_id: str) -> str:
     """A tag that changes when any input changes and not otherwise: the Dockerfile, every context file's path,
-    mode and content, the build arguments and the parent image's id. File times do not count."""
+    mode and content, the build arguments and the parent image's id. File times do not count (they only decide
+    whether a file's cached hash is still good: see filehash)."""
     digest = hashlib.sha256()
+    hashes = filehash.HashCache()
 
     def feed(*parts: str) -> None:
         for part in parts:
             digest.update(part.encode())
             digest.update(b"\0")
 
-    feed("dockerfile", _file_sha256(dockerfile), "parent", parent_id)
-    for key in sorted(buildargs):
-        feed("arg", key, buildargs[key])
-    for name in sorted(files):
-        for relative, path in docker_client.context_entries(name, files[name]):
-            mode = "x" if os.access(path, os.X_OK) and path.is_file() else "-"
-            feed("file", relative, mode, _file_sha256(path) if path.is_file() else "dir")
+    with hashes:
+        feed("dockerfile", hashes.sha256(dockerfile), "parent", parent_id)
+        for key in sorted(buildargs):
+            feed("arg", key, buildargs[key])
+        for name in sorted(files):
+            for relative, path in docker_client.context_entries(name, files[name]):
+                mode = "x" if os.access(path, os.X_OK) and path.is_file() else "-"
+                feed("file", relative, mode, hashes.sha256(path) if path.is_file() else "dir")
     return digest.hexdigest()[:TAG_LENGTH]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        for chunk in iter(lambda: data.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------

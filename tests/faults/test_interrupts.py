@@ -73,19 +73,25 @@ def run_build_until(project: tfconfig.Config, marker: str) -> tuple[subprocess.P
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
-def test_an_interrupt_during_acceptance_leaves_no_unaccepted_image(project, sig, code):
+def test_an_interrupt_during_acceptance_leaves_no_unaccepted_image(project, sig, code, fault_row):
     build, seen = run_build_until(project, "Accepting")
     time.sleep(1.0)  # the acceptance container is starting or running now
     build.send_signal(sig)
     rest, _ = build.communicate(timeout=120)
     output = "\n".join(seen) + "\n" + rest
+    plan_ref = next(line.split()[4] for line in seen if "Building serving image" in line)
+    left_tagged = plan_ref in serving_refs(project)
+    artifacts = project.artifacts_path
+    recorded = artifacts.exists() and "serving" in artifacts.read_text()
+    fault_row(f"{sig.name} during serving-image acceptance", f"exit {code}, one Error line, nothing unaccepted kept",
+              f"exit {build.returncode}, real tag left: {left_tagged}, acceptance containers: "
+              f"{len(acceptance_containers())}, recorded: {recorded}",
+              "none (nothing was accepted yet)" if not (left_tagged or recorded) else "UNACCEPTED IMAGE KEPT")
     assert build.returncode == code, output
     assert output.strip().splitlines()[-1].startswith("Error: ")
-    plan_ref = next(line.split()[4] for line in seen if "Building serving image" in line)
     assert plan_ref not in serving_refs(project), "an unaccepted image kept the real tag"
     assert not [ref for ref in serving_refs(project) if ref.endswith(images.CANDIDATE_SUFFIX)]
     assert acceptance_containers() == [], "the acceptance container was left running"
-    artifacts = project.artifacts_path
     assert not artifacts.exists() or "serving" not in artifacts.read_text()
     # The next build builds and accepts again instead of trusting what it finds.
     again = subprocess.run([str(INVOKE), "-r", str(REPO), "build", "--image", "serving"], cwd=project.root,
