@@ -189,7 +189,7 @@ def _count_grpc(channel: grpc.Channel) -> float:
 def test_full_queue_answers_503_and_resource_exhausted(start_server: Any, linear_model: Path) -> None:
     server: ServerProcess = start_server("--model_name=linear", f"--model_base_path={linear_model}",
                                          "--rest_api_num_threads=1", "--grpc_max_threads=1",
-                                         "--max_queued_requests=1")
+                                         "--max_queued_requests=1", "--rest_api_timeout_in_ms=120000")
     results: list[int] = []
     running = [_busy_rest(server, results), _busy_rest(server, results)]  # one runs, one waits
     time.sleep(1.0)
