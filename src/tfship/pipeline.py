@@ -45,7 +45,7 @@ def up(config: Config) -> UpSummary:
         missing = [spec.name for spec in config.models if spec.exporter and not models.versions(config, spec.name)]
         for name in missing:
             export.export(config, model=name)
-        images.build(config, images=(*images.ROLES, "web"))  # the page comes up beside the model server
+        images.build(config)
         if config.registry.local:
             registry.up(config)
         recorded = push.push(config)
