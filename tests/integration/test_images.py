@@ -225,12 +225,17 @@ def test_serving_answers_half_plus_two_like_tf_serving(serving):
         container.remove()
 
 
-def test_devel_and_python_serving_share_the_tensorflow_layer(devel, serving, project):
+def test_devel_builds_on_the_tensorflow_layer_and_python_serving_is_slimmer(devel, serving, project):
+    """devel reuses the TensorFlow venv layer as it is; the python runtime is its slim copy (FROM scratch, without
+    what serving never imports), so every node pulls less than the TensorFlow image itself."""
     devel_layers = docker_client.inspect_image(devel.local_ref)["RootFS"]["Layers"]
-    serving_layers = docker_client.inspect_image(serving.local_ref)["RootFS"]["Layers"]
+    serving_image = docker_client.inspect_image(serving.local_ref)
     tf_ref, _ = images.ensure_tf_image(project)
-    tf_layers = docker_client.inspect_image(tf_ref)["RootFS"]["Layers"]
-    assert devel_layers[: len(tf_layers)] == tf_layers == serving_layers[: len(tf_layers)]
+    tf_image = docker_client.inspect_image(tf_ref)
+    tf_layers = tf_image["RootFS"]["Layers"]
+    assert devel_layers[: len(tf_layers)] == tf_layers
+    assert tf_layers[-1] not in serving_image["RootFS"]["Layers"], "the full TensorFlow venv layer is not shipped"
+    assert serving_image["Size"] < tf_image["Size"]
 
 
 def test_unchanged_serving_inputs_mean_no_build(serving, project, capsys):
