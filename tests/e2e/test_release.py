@@ -235,21 +235,6 @@ def load_pod_manifest(config, devel_image: str, row: list[float]) -> str:
     })
 
 
-def wait_for_log(cluster, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    logs = ""
-    while time.monotonic() < deadline:
-        logs = cluster.kubectl("logs", LOAD_POD, "-n", NAMESPACE, check=False).stdout
-        if text in logs:
-            return logs
-        phase = cluster.kubectl("get", "pod", LOAD_POD, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}",
-                                check=False).stdout
-        if phase == "Failed":
-            break
-        time.sleep(2)
-    raise AssertionError(f"load pod did not print {text!r} within {timeout}s; its log:\n{logs[-3000:]}")
-
-
 class Load:
     """The in-cluster load client, started before a release and stopped after it."""
 
@@ -257,7 +242,7 @@ class Load:
         self.cluster = cluster
         cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False)
         cluster.kubectl("apply", "-f", "-", input=load_pod_manifest(config, devel_image, row))
-        wait_for_log(cluster, "load started", timeout=300)
+        cluster.pod_log_containing(LOAD_POD, NAMESPACE, "load started", timeout=300)
         time.sleep(3)  # a few requests before the release starts
 
     def stop(self) -> dict:
@@ -265,7 +250,7 @@ class Load:
         # long-lived gRPC channel has moved to a new pod and anything that could fail has had its chance.
         time.sleep(LOAD_SETTLE_SECONDS)
         self.cluster.kubectl("exec", LOAD_POD, "-n", NAMESPACE, "--", "touch", "/control/stop")
-        logs = wait_for_log(self.cluster, "RESULT ", timeout=60)
+        logs = self.cluster.pod_log_containing(LOAD_POD, NAMESPACE, "RESULT ", timeout=60)
         self.cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--wait=false", check=False)
         return json.loads(logs.split("RESULT ", 1)[1].splitlines()[0])
 

@@ -123,21 +123,6 @@ def load_pod_manifest(config: tfconfig.Config, devel_image: str, new_version: in
     return json.dumps(pod)
 
 
-def wait_for_log(cluster, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    logs = ""
-    while time.monotonic() < deadline:
-        logs = cluster.kubectl("logs", LOAD_POD, "-n", NAMESPACE, check=False).stdout
-        if text in logs:
-            return logs
-        phase = cluster.kubectl("get", "pod", LOAD_POD, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}",
-                                check=False).stdout
-        if phase == "Failed":
-            break
-        time.sleep(2)
-    raise AssertionError(f"load pod did not print {text!r} within {timeout}s; its log:\n{logs[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def workdir():
     with tempfile.TemporaryDirectory(prefix="tfship-e2e-rollout-") as folder:
@@ -161,7 +146,7 @@ def test_new_model_version_rolls_out_under_load_with_zero_failed_requests(cluste
     cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False)
     cluster.kubectl("apply", "-f", "-", input=load_pod_manifest(config, recorded.image("devel").pinned_ref,
                                                                  new_version))
-    wait_for_log(cluster, "load started", timeout=300)
+    cluster.pod_log_containing(LOAD_POD, NAMESPACE, "load started", timeout=300)
 
     [second] = export.export(config, in_devel=False)
     assert second.version == new_version
@@ -170,7 +155,7 @@ def test_new_model_version_rolls_out_under_load_with_zero_failed_requests(cluste
     result = deploy.deploy(config, 3)
     rollout_seconds = time.monotonic() - started
 
-    logs = wait_for_log(cluster, "RESULT ", timeout=LOAD_MAX_SECONDS + 60)
+    logs = cluster.pod_log_containing(LOAD_POD, NAMESPACE, "RESULT ", timeout=LOAD_MAX_SECONDS + 60)
     load = json.loads(logs.split("RESULT ", 1)[1].splitlines()[0])
     print(f"\nrollout under load: {json.dumps(load)}; build+push+deploy took {rollout_seconds:.1f}s")
 

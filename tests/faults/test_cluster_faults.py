@@ -120,21 +120,6 @@ def load_pod(config, image: str) -> str:
     })
 
 
-def load_log(cluster, namespace: str, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    logs = ""
-    while time.monotonic() < deadline:
-        logs = cluster.kubectl("logs", LOAD_POD, "-n", namespace, check=False).stdout
-        if text in logs:
-            return logs
-        phase = cluster.kubectl("get", "pod", LOAD_POD, "-n", namespace, "-o", "jsonpath={.status.phase}",
-                                check=False).stdout
-        if phase == "Failed":
-            break
-        time.sleep(2)
-    raise AssertionError(f"load pod did not print {text!r} within {timeout}s; its log:\n{logs[-3000:]}")
-
-
 def test_pod_killed_under_load_losses_counted_and_service_recovers(cluster, deployed, shipped, fault_row):
     config = deployed("faults-kill", 3)
     namespace = config.kubernetes.namespace
@@ -142,12 +127,12 @@ def test_pod_killed_under_load_losses_counted_and_service_recovers(cluster, depl
     assert len(before) == 3, before
     image = tfartifacts.load(config.artifacts_path).image("serving").pinned_ref
     cluster.kubectl("apply", "-f", "-", input=load_pod(config, image))
-    load_log(cluster, namespace, "load started", timeout=180)
+    cluster.pod_log_containing(LOAD_POD, namespace, "load started", timeout=180)
     time.sleep(KILL_AFTER)
     victim = before[0]
     cluster.kubectl("delete", "pod", victim, "-n", namespace, "--grace-period=0", "--force", check=False)
     killed_at = time.monotonic()
-    logs = load_log(cluster, namespace, "RESULT ", timeout=LOAD_SECONDS + 120)
+    logs = cluster.pod_log_containing(LOAD_POD, namespace, "RESULT ", timeout=LOAD_SECONDS + 120)
     load = json.loads(logs.split("RESULT ", 1)[1].splitlines()[0])
     after = shipped.wait_ready(config, 3, READY_TIMEOUT)
     recovered_in = time.monotonic() - killed_at
