@@ -64,6 +64,16 @@ def test_the_web_image_is_restricted_and_keeps_no_build_only_files(web_image):
     assert not any(marker in history for marker in BUILD_ONLY_MARKERS), history
 
 
+def test_the_web_image_carries_the_stubs_but_not_tensorflow(web_image):
+    _, ref = web_image
+    probe = ("import importlib.util as u; import tensorflow_serving.apis.prediction_service_pb2_grpc; "
+             "print(u.find_spec('tensorflow.python.pywrap_tensorflow'), u.find_spec('numpy'))")
+    found = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", ref, "-c", probe],
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["None", "None"], "the page image should not carry TensorFlow or numpy"
+
+
 def test_the_web_container_classifies_a_known_digit_read_only_and_unprivileged(web_image, digits_server):
     _, ref = web_image
     server, version = digits_server

@@ -29,14 +29,14 @@ def project_config(root: Path) -> tfconfig.Config:
     return config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: the variable would outlive this module (the cluster's cache)
 def isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TFSHIP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def exported(tmp_path_factory, isolated_cache) -> tfconfig.Config:
     """Both configured models exported once on the host, as version 1."""
     config = project_config(tmp_path_factory.mktemp("project"))

@@ -10,6 +10,7 @@ TF Serving has no "list models" call, so the names to ask about are given (the m
 
 from __future__ import annotations
 
+import array
 import math
 import socket
 import time
@@ -259,9 +260,8 @@ class ModelClient:
 def _float_values(tensor) -> list[float]:
     if tensor.float_val:
         return list(tensor.float_val)
-    import numpy as np
-
-    return np.frombuffer(tensor.tensor_content, dtype=np.float32).tolist()
+    values = array.array("f", tensor.tensor_content)  # little-endian float32, as TensorFlow packs it on x86 and ARM
+    return values.tolist()
 
 
 def this_host() -> str:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from tfship import images, models, render
+from tfship import bases, images, models, render
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config
 from tfship.errors import KubernetesError, SmokeTestError
@@ -39,7 +39,9 @@ def web_plan(config: Config, tf_ref: str, tf_id: str) -> images.ImagePlan:
         dockerfile=images.DOCKERFILES / "Dockerfile.web",
         parent_id=tf_id,
         files={"tfship.pth": images.DOCKERFILES / "tfship.pth", "src/tfship": images.SOURCE_DIR},
-        buildargs={"TF_IMAGE": tf_ref, "USER_ID": str(config.images.user)},
+        # TensorFlow's venv is only where the stubs and protocol-buffer modules are copied from (see the Dockerfile)
+        buildargs={"TF_IMAGE": tf_ref, "PYTHON_BASE": bases.python_base(config).ref,
+                   "USER_ID": str(config.images.user)},
         private_inputs={"pip_index_url": config.base.pip_index_url},
         needs_pypi=True,
     )
@@ -98,7 +100,8 @@ def _context(config: Config, artifacts: Artifacts, api_versions: render.ApiVersi
         "labels": labels,
         "selector": selector_labels(config),
         "replicas": WEB_REPLICAS,
-        "progress_deadline": kube.progress_deadline,
+        # Ready only once the model server answers, whose own rollout may take a whole progress deadline.
+        "progress_deadline": 2 * kube.progress_deadline,
         "termination_grace": kube.termination_grace,
         "image_pull_secrets": [{"name": kube.pull_secret_name}] if artifacts.registry_auth else None,
         "user": web.user,
