@@ -75,6 +75,8 @@ class ImagesConfig:
     tensorflow_version: str = "2.21.0"
     # Numeric non-root user of every image (runAsNonRoot needs a number).
     user: int = 10001
+    # `invoke up` builds, pushes and deploys the web page beside the model server (invoke build --image web always).
+    web: bool = True
 
 
 @dataclass

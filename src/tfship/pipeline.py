@@ -1,6 +1,6 @@
 """`invoke up`: every stage in order, each one a no-op where its inputs are unchanged.
 
-engine -> export (only models with no version yet) -> build -> registry -> push -> cluster -> deploy (a new image
+engine -> export (only models with no version yet) -> build (and the web page: images.web) -> registry -> push -> cluster -> deploy (a new image
 over a serving one: release, the canary and quality gate) -> smoke-test.
 A failing stage stops the run before the next one starts (no push after a failed build, no deploy after a failed
 push), and its error is the one the user sees.
@@ -45,7 +45,7 @@ def up(config: Config) -> UpSummary:
         missing = [spec.name for spec in config.models if spec.exporter and not models.versions(config, spec.name)]
         for name in missing:
             export.export(config, model=name)
-        images.build(config)
+        images.build(config, images=(*images.ROLES, "web") if config.images.web else images.ROLES)
         if config.registry.local:
             registry.up(config)
         recorded = push.push(config)

@@ -1,5 +1,5 @@
-"""The main job as a user runs it: `invoke up` to a green smoke test on 3 replicas, `invoke smoke-test --json`,
-and a second `invoke up` that rebuilds and pushes nothing.
+"""The main job as a user runs it: `invoke up` to a green smoke test on 3 replicas and the web page, `invoke
+smoke-test --json`, and a second `invoke up` that rebuilds and pushes nothing.
 
 It runs the real commands from the repository with the project's own tfship.yaml; only the build and model folders
 and the namespace are moved aside (TFSHIP_* environment) so the test never touches a user's deployed app.
@@ -46,19 +46,23 @@ def test_up_reaches_a_green_smoke_test_on_three_replicas_and_a_second_up_does_no
     first = invoke(env, "up")
     assert first.returncode == 0
     assert "3/3 replicas ready" in first.stdout
+    assert "web: deployment/tfship-web ready" in first.stderr  # the page comes up beside the model server
     table = first.stdout.split("smoke test:", 1)[1]
-    assert table.count(" ok ") == 3 and "FAILED" not in table
+    assert table.count(" ok ") == 4 and "FAILED" not in table  # 3 replicas and the page
 
     smoke = invoke(env, "smoke-test", "--json")
     assert smoke.returncode == 0
-    replicas = json.loads(smoke.stdout)
+    rows = json.loads(smoke.stdout)
+    replicas = [r for r in rows if not r["pod"].startswith("svc/")]
     assert len(replicas) == 3 and all(r["ok"] for r in replicas)
     assert all(r["checks"] == r["checks_passed"] == 8 for r in replicas)  # 2 models x (status, metadata, 2 predicts)
     assert all(r["error_rate"] <= 0.05 for r in replicas)
+    [page] = [r for r in rows if r["pod"] == "svc/tfship-web"]
+    assert page["ok"] and page["checks_passed"] == 1  # held-out digits uploaded through the page
 
     second = invoke(env, "up")
     assert second.returncode == 0
-    assert second.stderr.count("up to date") >= 2  # devel and serving images
-    assert second.stderr.count(": already in the registry") == 2  # devel and serving: nothing pushed
+    assert second.stderr.count("up to date") >= 3  # devel, serving and web images
+    assert second.stderr.count(": already in the registry") == 3  # nothing pushed
     assert "Building" not in second.stderr and "Exporting" not in second.stderr
-    assert "3/3 ready" in second.stderr and "3 of 3 passed the smoke test" in second.stderr
+    assert "3/3 ready" in second.stderr and "4 of 4 passed the smoke test" in second.stderr

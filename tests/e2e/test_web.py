@@ -81,6 +81,14 @@ def test_the_web_page_answers_known_digits_through_its_service(cluster, deployed
     assert result.replicas and result.replicas <= model_server_pods(cluster, config)
 
 
+def test_the_page_reports_the_classifiers_it_reaches(deployed):
+    """The smoke row for a project with no digits model (no image with a known answer): /readyz through the Service."""
+    config, _ = deployed
+    line = stages.page_ready(config)
+    print(line)
+    assert "classifiers: digits" in line
+
+
 def test_the_smoke_test_checks_the_page_too(deployed):
     config, _ = deployed
     results = smoke.smoke_test(config)
