@@ -71,8 +71,16 @@ def format_replica_counts(before: dict[str, int | None], after: dict[str, int | 
     if not after or any(after.get(pod) is None for pod in after):
         return ("Requests per replica: unavailable (the servers expose no Prometheus metrics; set "
                 "serving.prometheus: true in tfship.yaml and deploy again)")
-    parts = [f"{pod} {after[pod] - (before.get(pod) or 0)}" for pod in sorted(after)]
-    return "Requests per replica: " + ", ".join(parts)
+    counts = {pod: after[pod] - (before.get(pod) or 0) for pod in sorted(after)}
+    spread = "fair" if fair_share(counts) else "uneven"
+    return (f"Requests per replica: {', '.join(f'{pod} {count}' for pod, count in counts.items())} "
+            f"({spread}: most/least {max(counts.values())}/{min(counts.values())})")
+
+
+def fair_share(counts: dict[str, int], ratio: float = 2.0) -> bool:
+    """Every replica answered, none more than `ratio` times another (long-lived gRPC channels can pin one pod)."""
+    values = list(counts.values())
+    return bool(values) and min(values) > 0 and max(values) <= ratio * min(values)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "e2e-clients"
 REST_NODE_PORT, GRPC_NODE_PORT = 31851, 31850
+CONNECTION_AGE_MS = 500
+SPREAD_REQUESTS, SPREAD_CHANNELS = 4000, 2  # 2 channels for 3 replicas: without reconnections one gets nothing
 
 
 def keras_file(path: Path) -> str:
@@ -54,6 +56,8 @@ def app(cluster):
             "kubernetes.grpc_node_port": GRPC_NODE_PORT,
             "kubernetes.resources.cpu_request": "100m",
             "serving.prometheus": True,
+            # Short, so a bounded window holds many reconnections (test_load_spread...); tfship.yaml has 30 s.
+            "serving.grpc_max_connection_age_ms": CONNECTION_AGE_MS,
         })
         export.export(config, in_devel=False)
         models.add(config, keras_file(root / "imported.keras"), "imported")
@@ -96,7 +100,8 @@ def test_evaluate_through_the_node_port_and_per_replica_counts(app):
     assert f"at 127.0.0.1:{GRPC_NODE_PORT}" in lines[0]
     counts = lines[-1]
     assert counts.startswith("Requests per replica: "), lines
-    total = sum(int(part.rsplit(" ", 1)[1]) for part in counts[len("Requests per replica: "):].split(", "))
+    listed = counts[len("Requests per replica: "):].split(" (", 1)[0]
+    total = sum(int(part.rsplit(" ", 1)[1]) for part in listed.split(", "))
     assert total == 300
 
 
@@ -116,3 +121,32 @@ def test_the_node_port_answers_rest_and_status_says_where(app):
     assert answer.json()["model_version_status"][0]["state"] == "AVAILABLE"
     address = service.service_address(app)
     assert address.type == "NodePort" and address.grpc_outside == f"127.0.0.1:{GRPC_NODE_PORT}"
+
+
+def spread_in_cluster(config) -> dict[str, int]:
+    """Requests per replica (from each pod's Prometheus metrics) while an in-cluster Job's long-lived channels send
+    SPREAD_REQUESTS predictions through the Service's cluster address."""
+    before = service.replica_counts(config, "mnist")
+    lines: list[str] = []
+    clients.evaluate(config, "mnist", num_tests=SPREAD_REQUESTS, concurrency=SPREAD_CHANNELS, in_cluster=True,
+                     out=lines.append)
+    after = service.replica_counts(config, "mnist")
+    print("\n".join(lines))
+    assert len(after) == 3 and None not in after.values(), after
+    return {pod: after[pod] - (before.get(pod) or 0) for pod in after}
+
+
+def test_long_lived_channels_spread_over_every_replica_with_the_connection_age(app):
+    counts = spread_in_cluster(app)
+    print(f"with grpc.max_connection_age_ms={CONNECTION_AGE_MS}: {counts}")
+    assert sum(counts.values()) >= 0.99 * SPREAD_REQUESTS  # every request counted once, by the pod that answered
+    assert service.fair_share(counts), f"one replica took more than twice another's share: {counts}"
+
+
+def test_without_the_connection_age_the_same_channels_stick_to_their_replicas(app):
+    """The failing twin: the same Job against the same 3 replicas deployed without a connection age."""
+    app.serving.grpc_max_connection_age_ms = 0
+    deploy.deploy(app)
+    counts = spread_in_cluster(app)
+    print(f"without a connection age: {counts}")
+    assert not service.fair_share(counts) and min(counts.values()) == 0, counts

@@ -112,7 +112,19 @@ def test_request_counts_from_prometheus_text():
     without_latency = METRICS.split("# TYPE :tensorflow:serving:request_latency")[0]
     assert service.request_count(without_latency, "mnist") == 15
     assert service.request_count(METRICS, "other") == 0
-    assert service.format_replica_counts({"a": 1, "b": 0}, {"a": 5, "b": 7}) == "Requests per replica: a 4, b 7"
+    assert (service.format_replica_counts({"a": 1, "b": 0}, {"a": 5, "b": 7})
+            == "Requests per replica: a 4, b 7 (fair: most/least 7/4)")
+    assert service.format_replica_counts({}, {"a": 9, "b": 0}).endswith("(uneven: most/least 9/0)")
+
+
+@pytest.mark.parametrize(("counts", "fair"), [
+    ({"a": 10, "b": 20, "c": 15}, True),
+    ({"a": 10, "b": 21, "c": 15}, False),  # more than twice another's share
+    ({"a": 0, "b": 5, "c": 5}, False),  # a replica that answered nothing
+    ({}, False),
+])
+def test_fair_share(counts, fair):
+    assert service.fair_share(counts) is fair
     assert "unavailable" in service.format_replica_counts({}, {"a": None, "b": 3})
 
 

@@ -11,6 +11,9 @@ from PIL import Image
 
 from web_harness import KNOWN_DIGITS, MAX_UPLOAD_BYTES, WebProcess, digit_image, encode, smoke_sample
 
+PROBED_S = 45  # gRPC's default back-off would have reached gaps of 16-26 s by then
+MAX_RETRY_GAP_S = 8  # the page's capped back-off: 5 s, with jitter and a probe's timing
+
 
 def classify(web, data: bytes, filename: str = "digit.png", model: str = "digits") -> requests.Response:
     return requests.post(web.url + "/api/classify", data={"model": model},
@@ -142,3 +145,44 @@ def test_a_hung_model_server_gives_timeouts_not_hangs(silent_listener, tmp_path)
         assert_clean_error(classify(app, data), 504, "did not answer within 1s")
     finally:
         app.stop()
+
+
+
+def test_a_page_started_before_its_model_server_keeps_trying_every_few_seconds(tmp_path):
+    """As in a rollout, the page starts before the model server's pods. A listener that closes every connection stands
+    for the missing server: while the page's readiness is probed each second, the gaps between its connection
+    attempts stay within its capped back-off (gRPC's default grows them past 25 s, so the page would stay unready
+    long after the server came up)."""
+    import threading
+    import time
+
+    attempts: list[float] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(1.0)
+        stop = threading.Event()
+
+        def refuse() -> None:
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    continue
+                attempts.append(time.monotonic())
+                connection.close()
+
+        closer = threading.Thread(target=refuse, daemon=True)
+        closer.start()
+        app = WebProcess(f"127.0.0.1:{listener.getsockname()[1]}", "digits", tmp_path / "web.log").wait_up()
+        try:
+            for _ in range(PROBED_S):
+                assert requests.get(app.url + "/readyz", timeout=30).status_code == 503
+                time.sleep(1)
+        finally:
+            app.stop()
+            stop.set()
+            closer.join(timeout=5)
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    print(f"{len(attempts)} connection attempts in {PROBED_S} s, longest gap {max(gaps):.1f} s")
+    assert len(attempts) >= 5 and max(gaps) <= MAX_RETRY_GAP_S, gaps

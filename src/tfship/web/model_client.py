@@ -167,6 +167,11 @@ def describe(name: str, version: int, signatures: meta_graph_pb2.SignatureDef | 
     return Unusable(name, f"its signature '{sig_name}' takes an image but gives no single [batch, classes] score output")
 
 
+# gRPC backs off up to 120 s between reconnection attempts: a page started before the model server's pods would stay
+# unready long after they serve. Retry at most every 5 s instead (the page's readiness follows the model server's).
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 1000), ("grpc.max_reconnect_backoff_ms", 5000)]
+
+
 class ModelClient:
     """One gRPC channel to the model server (a Service address, or a replica's), every call with a deadline."""
 
@@ -174,7 +179,7 @@ class ModelClient:
         self.target = target
         self.timeout = timeout
         self.pixel_max_overrides = dict(pixel_max_overrides or {})
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
 
     def close(self) -> None:
