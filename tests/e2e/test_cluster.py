@@ -23,19 +23,92 @@ GREETING = "hello from a FROM-scratch image on tfship's cluster"
 HELLO_C = f'#include <stdio.h>\nint main(void) {{ puts("{GREETING}"); return 0; }}\n'
 
 
-@pytest.fixture
-def hello_image():
-    """A FROM scratch image holding one static binary, built on the engine the node uses; removed afterwards."""
-    tag = f"tfship-e2e-cluster-hello:{uuid.uuid4().hex[:8]}"
-    client = docker.from_env(timeout=120)
+CONNECT_C = r"""
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {  /* connect(IP, PORT) within 5 s; print how it ended */
+    struct sockaddr_in to = {0};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(atoi(argv[2]));
+    inet_pton(AF_INET, argv[1], &to.sin_addr);
+    int s = socket(AF_INET, SOCK_STREAM, 0), error = 0;
+    socklen_t size = sizeof error;
+    fcntl(s, F_SETFL, O_NONBLOCK);
+    if (connect(s, (struct sockaddr *)&to, sizeof to) != 0 && errno != EINPROGRESS) error = errno;
+    else {
+        struct pollfd wait = {s, POLLOUT, 0};
+        if (poll(&wait, 1, 5000) == 0) { puts("timeout"); return 0; }
+        getsockopt(s, SOL_SOCKET, SO_ERROR, &error, &size);
+    }
+    puts(error ? strerror(error) : "connected");
+    return 0;
+}
+"""
+
+
+def static_image(name: str, source: str, entrypoint: str) -> str:
+    """A FROM scratch image holding one static binary, built on the engine the node uses."""
+    tag = f"tfship-e2e-cluster-{name}:{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as context:
-        subprocess.run(["gcc", "-Os", "-static", "-x", "c", "-o", f"{context}/hello", "-"],
-                       input=HELLO_C, text=True, check=True, timeout=120)
-        Path(context, "Dockerfile").write_text('FROM scratch\nCOPY hello /hello\nUSER 65534\nENTRYPOINT ["/hello"]\n')
+        subprocess.run(["gcc", "-Os", "-static", "-x", "c", "-o", f"{context}/{entrypoint}", "-"],
+                       input=source, text=True, check=True, timeout=120)
+        Path(context, "Dockerfile").write_text(
+            f'FROM scratch\nCOPY {entrypoint} /{entrypoint}\nUSER 65534\nENTRYPOINT ["/{entrypoint}"]\n')
+        client = docker.from_env(timeout=120)
         client.images.build(path=context, tag=tag, rm=True, forcerm=True)
-    yield tag
+        client.close()
+    return tag
+
+
+def remove_image(tag: str) -> None:
+    client = docker.from_env(timeout=120)
     client.images.remove(tag, force=True)
     client.close()
+
+
+@pytest.fixture
+def hello_image():
+    tag = static_image("hello", HELLO_C, "hello")
+    yield tag
+    remove_image(tag)
+
+
+@pytest.fixture
+def connect_image():
+    tag = static_image("connect", CONNECT_C, "connect")
+    yield tag
+    remove_image(tag)
+
+
+def run_pod(cluster, namespace: str, name: str, image: str, *args: str) -> str:
+    """Run a pod to completion (bounded) and return its log."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            # Never pulled: the node's runtime is the engine the image was just built on.
+            "containers": [{"name": name, "image": image, "imagePullPolicy": "Never", "args": list(args)}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    phase = ""
+    deadline = time.monotonic() + 120
+    for _ in range(120):
+        phase = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
+        if phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert phase == "Succeeded", cluster.kubectl("describe", "pod", name, "-n", namespace).stdout
+    return cluster.kubectl("logs", name, "-n", namespace).stdout.strip()
 
 
 @pytest.fixture
@@ -55,27 +128,26 @@ def test_node_is_ready_and_serves_1_20(cluster):
 
 
 def test_a_pod_from_a_locally_built_image_runs(cluster, hello_image, namespace):
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "hello", "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            # Never pulled: the node's runtime is the engine the image was just built on.
-            "containers": [{"name": "hello", "image": hello_image, "imagePullPolicy": "Never"}],
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
-    phase = ""
-    deadline = time.monotonic() + 120
-    for _ in range(120):
-        phase = cluster.kubectl("get", "pod", "hello", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
-        if phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert phase == "Succeeded", cluster.kubectl("describe", "pod", "hello", "-n", namespace).stdout
-    assert cluster.kubectl("logs", "hello", "-n", namespace).stdout.strip() == GREETING
+    assert run_pod(cluster, namespace, "hello", hello_image) == GREETING
+
+
+def test_a_service_without_ready_pods_refuses_connections_on_this_node(cluster, connect_image, namespace):
+    """Before its pods are Ready (a page started before its model server), a Service's IP has no kube-proxy rewrite;
+    Docker's forwarding rules would send the connection out of the machine to a real 10.0.0.x host. The local
+    provider's guard refuses it on the node instead."""
+    if tfcluster.provider_for(cluster.config).name != "local":
+        pytest.skip("the guard belongs to the local provider; other clusters route their Service IPs themselves")
+    from tfship.cluster import local
+
+    # Checked before any traffic: without the guard the connection below would leave the machine.
+    assert subprocess.run(["iptables", "-C", *local.SERVICE_GUARD], capture_output=True, timeout=30).returncode == 0
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "nobody-ready", "namespace": namespace},
+               "spec": {"selector": {"app": "nothing-runs-this"}, "ports": [{"port": 8500}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(service))
+    address = cluster.kubectl("get", "service", "nobody-ready", "-n", namespace, "-o",
+                              "jsonpath={.spec.clusterIP}").stdout
+    assert address.startswith("10.0.0."), address
+    assert run_pod(cluster, namespace, "connect", connect_image, address, "8500") == "Connection refused"
 
 
 def test_cluster_status_task_reports_ready(cluster):

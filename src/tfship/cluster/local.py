@@ -128,6 +128,8 @@ def stop_local() -> str:
     if stopped and (binaries_dir() / "kube-proxy").is_file():
         # Services' iptables rules (KUBE-* chains) would outlive kube-proxy; its own clean-up removes only those.
         proc.run([binaries_dir() / "kube-proxy", "--cleanup"], check=False, timeout=60)
+    # The guard too: without the cluster, containers may reach real 10.0.0.x hosts again.
+    proc.run(["iptables", "-D", *SERVICE_GUARD], check=False, timeout=30)
     for leftover in (local_state() / "etcd", local_kubeconfig(), session_file()):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -180,7 +182,24 @@ def local_up_environment(log_dir: Path, etcd_dir: Path, audit_policy: Path) -> d
         # Evict only when the disk is really full: the engine also holds large images being built.
         "EVICTION_HARD": "memory.available<100Mi,nodefs.available<2%,nodefs.inodesFree<2%,imagefs.available<2%",
         "TERM": "dumb",  # its colour output calls tput
+        "SERVICE_CLUSTER_IP_RANGE": SERVICE_CIDR,
     }
+
+
+# The Services' virtual IPs (local-up-cluster's default range, set explicitly so the guard below matches it).
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_GUARD = ["DOCKER-USER", "-d", SERVICE_CIDR, "-m", "comment", "--comment",
+                 "tfship: Service IPs never leave this node", "-j", "REJECT"]
+
+
+def keep_service_traffic_local() -> None:
+    """Refuse pod traffic to a Service IP that kube-proxy did not rewrite to a pod (a Service with no ready endpoint
+    yet, or not synced yet). Docker's FORWARD rules accept it before kube-proxy's own REJECT is reached, and it would
+    leave the machine for a real 10.0.0.x host. DOCKER-USER is Docker's chain for such rules: first in FORWARD, kept
+    across engine restarts. Rewritten traffic (to a pod) and this machine's own connections never pass here."""
+    if proc.run(["iptables", "-C", *SERVICE_GUARD], check=False, timeout=30).returncode != 0:
+        proc.run(["iptables", "-I", *SERVICE_GUARD], timeout=30, error=KubernetesError,
+                 hint="the local cluster needs iptables (root) to keep Service traffic on this machine")
 
 
 def _ports_in_use() -> list[int]:
@@ -325,6 +344,7 @@ class LocalProvider(Provider):
 
     def up(self) -> str:
         if self.is_ready():
+            keep_service_traffic_local()  # also after an engine restart
             return f"local Kubernetes {KUBERNETES_VERSION} already Ready (context {LOCAL_CONTEXT}); left as it is"
         if not apt.is_root():
             raise KubernetesError(
@@ -334,6 +354,7 @@ class LocalProvider(Provider):
         engine.ensure_engine(self.config)
         local_build.ensure_binaries(self.config)
         local_build.ensure_pause_image()
+        keep_service_traffic_local()  # before any pod runs
         with local_build.exclusive("up"):
             if self.is_ready():  # another run started it while we waited
                 return f"local Kubernetes {KUBERNETES_VERSION} already Ready (context {LOCAL_CONTEXT})"
