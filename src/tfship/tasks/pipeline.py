@@ -18,16 +18,17 @@ def export(c, model=None, version=None, host=False):
         print(result.describe())
 
 
-@task(help={"image": "devel, serving, web (the page) or all (default: devel and serving)", "runtime": "serving runtime: tfserving, python or auto",
+@task(help={"image": "devel, serving, web (the page) or all (default: all three; images.web: false leaves the page out)",
+            "runtime": "serving runtime: tfserving, python or auto",
             "base": "base images: upstream, debian or auto"})
 @handles_errors
 @exclusive
 def build(c, image="all", runtime=None, base=None):
-    """Build the devel and serving images (skipped when their inputs are unchanged)."""
+    """Build the devel, serving and web images (each skipped when its inputs are unchanged)."""
     from tfship import images
 
     cfg = load_config(**{"serving.runtime": runtime, "base.source": base})
-    wanted = images.ROLES if image == "all" else (image,)
+    wanted = images.all_roles(cfg) if image == "all" else (image,)
     for artifact in images.build(cfg, images=wanted):
         runtime_note = f" ({artifact.runtime} runtime)" if artifact.runtime else ""
         print(f"{artifact.role}: {artifact.local_ref}{runtime_note} user {artifact.user}")
