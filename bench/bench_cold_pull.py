@@ -14,8 +14,10 @@ Prints a table and saves build/bench/cold_pull.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 from tfship import artifacts as artifacts_store  # noqa: E402
 from tfship import cluster, deploy, engine  # noqa: E402
 from tfship import config as tfconfig  # noqa: E402
+from tfship import config as config_mod  # noqa: E402
 from tfship.errors import TfshipError  # noqa: E402
 
 NAMESPACE = "tfship-bench-cold"
@@ -75,26 +78,41 @@ def timed_deploy(config: tfconfig.Config, replicas: int) -> float:
     return time.monotonic() - started
 
 
+def sharing_layers(client: docker.DockerClient, image_id: str) -> list:
+    """Every image holding one of this image's layers (its parents and their other children): removing only the image
+    itself would leave most of its layers on the node, and the 'cold' pull would fetch the top layer alone."""
+    layers = set(client.images.get(image_id).attrs["RootFS"]["Layers"])
+    return [image for image in client.images.list(all=True) if layers & set(image.attrs["RootFS"].get("Layers", []))]
+
+
 def measure(client: docker.DockerClient, config: tfconfig.Config, replicas: int, image_id: str) -> dict:
-    image = client.images.get(image_id)
-    users = client.containers.list(all=True, filters={"ancestor": image_id})
+    users = [c for image in sharing_layers(client, image_id)
+             for c in client.containers.list(all=True, filters={"ancestor": image.id})]
     if users:
-        raise SystemExit(f"the image {image.tags} is used by {len(users)} containers: delete that app first "
+        raise SystemExit(f"{len(users)} containers use the image or one sharing its layers: delete that app first "
                          "(invoke destroy, or kubectl delete namespace ...), then run this again")
-    tags = list(image.tags)
-    size = image.attrs["Size"]
+    size = client.images.get(image_id).attrs["Size"]
     deploy.destroy(config)
-    client.images.remove(image_id, force=True)  # every tag: the node must pull every layer
+    sharing = sharing_layers(client, image_id)
+    tagged = [image for image in sharing if image.tags]
+    saved = config_mod.cache_dir() / "bench-cold-pull-saved.tar"  # outside the work tree; loaded back below
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    print(f"saving {len(tagged)} images that share its layers to {saved}, then removing {len(sharing)}", flush=True)
+    subprocess.run(["docker", "save", "-o", str(saved), *[tag for image in tagged for tag in image.tags]],
+                   check=True, timeout=1800)
+    for image in sorted(sharing, key=lambda i: -len(i.attrs["RootFS"].get("Layers", []))):  # children first
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(image.id, force=True)
     try:
         cold = timed_deploy(config, replicas)
         deploy.destroy(config)
         warm = timed_deploy(config, replicas)
     finally:
         deploy.destroy(config)
-        pulled = client.images.get(image_id)
-        for tag in tags:  # the local tags tfship's builds look for
-            pulled.tag(tag)
-    return {"uncompressed_mb": round(size / 1e6), "cold_s": round(cold, 1), "warm_s": round(warm, 1)}
+        subprocess.run(["docker", "load", "-q", "-i", str(saved)], check=True, timeout=1800)  # every tag back
+        saved.unlink()
+    return {"uncompressed_mb": round(size / 1e6), "cold_s": round(cold, 1), "warm_s": round(warm, 1),
+            "images_removed": len(sharing)}
 
 
 def main() -> int:
