@@ -14,7 +14,6 @@ Prints a table and saves build/bench/cold_pull.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import subprocess
@@ -85,6 +84,26 @@ def sharing_layers(client: docker.DockerClient, image_id: str) -> list:
     return [image for image in client.images.list(all=True) if layers & set(image.attrs["RootFS"].get("Layers", []))]
 
 
+def remove_all(client: docker.DockerClient, ids: list[str]) -> None:
+    """Remove the images, children before parents: a pass removes what has no child left (bounded passes)."""
+    left = list(ids)
+    for _ in range(len(ids) + 1):
+        blocked = []
+        for image_id in left:
+            try:
+                client.images.remove(image_id, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.APIError as error:
+                if error.status_code != 409:  # 409: a child image is still there
+                    raise
+                blocked.append(image_id)
+        if not blocked:
+            return
+        left = blocked
+    raise SystemExit(f"{len(left)} images could not be removed: {left[:3]}")
+
+
 def measure(client: docker.DockerClient, config: tfconfig.Config, replicas: int, image_id: str) -> dict:
     users = [c for image in sharing_layers(client, image_id)
              for c in client.containers.list(all=True, filters={"ancestor": image.id})]
@@ -100,10 +119,8 @@ def measure(client: docker.DockerClient, config: tfconfig.Config, replicas: int,
     print(f"saving {len(tagged)} images that share its layers to {saved}, then removing {len(sharing)}", flush=True)
     subprocess.run(["docker", "save", "-o", str(saved), *[tag for image in tagged for tag in image.tags]],
                    check=True, timeout=1800)
-    for image in sorted(sharing, key=lambda i: -len(i.attrs["RootFS"].get("Layers", []))):  # children first
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.remove(image.id, force=True)
     try:
+        remove_all(client, [image.id for image in sharing])
         cold = timed_deploy(config, replicas)
         deploy.destroy(config)
         warm = timed_deploy(config, replicas)
