@@ -26,8 +26,9 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "e2e-clients"
 REST_NODE_PORT, GRPC_NODE_PORT = 31851, 31850
-CONNECTION_AGE_MS = 500
-SPREAD_REQUESTS, SPREAD_CHANNELS = 4000, 2  # 2 channels for 3 replicas: without reconnections one gets nothing
+CONNECTION_AGE_MS = 250
+SPREAD_REQUESTS, SPREAD_CHANNELS = 15000, 2  # ~30 s, ~100 reconnections per channel; 2 channels for 3 replicas:
+# without reconnections one replica gets nothing
 
 
 def keras_file(path: Path) -> str:

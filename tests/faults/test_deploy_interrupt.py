@@ -7,15 +7,14 @@ run (kubectl watching the rollout) is left running.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from invoke_runs import run_until
 
 from tfship import cluster as tfcluster
 from tfship import config as tfconfig
@@ -23,7 +22,6 @@ from tfship import config as tfconfig
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).parent / "invoke"
 REPLICAS = 2
 WATCHING = "updated, "  # deploy's progress line while it watches the rollout ("1 updated, 0 ready of 2")
 STAGE_TIMEOUT = 300
@@ -81,16 +79,7 @@ def test_an_interrupted_rollout_is_rolled_back(deployed, tmp_path, sig, code, fa
     config = deployed(namespace, REPLICAS)
     before = settled(config)
     project = project_for(config, tmp_path, [f"--rest_api_timeout_in_ms={31000 + code}"])
-    run = subprocess.Popen([str(INVOKE), "-r", str(REPO), "deploy"], cwd=project, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    seen: list[str] = []
-    deadline = time.monotonic() + STAGE_TIMEOUT
-    for line in run.stdout:  # ends when the process closes its output
-        seen.append(line.rstrip())
-        if WATCHING in line or time.monotonic() > deadline:
-            break
-    assert any(WATCHING in line for line in seen), "\n".join(seen[-20:])
+    run, seen = run_until(["deploy"], project, WATCHING, STAGE_TIMEOUT)
     mid_rollout = deployment(config)
     run.send_signal(sig)
     rest, _ = run.communicate(timeout=READY_TIMEOUT + 60)

@@ -4,7 +4,6 @@ artifacts.json must not record the image, and the next build must build (not say
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from invoke_runs import run_until
 
 from tfship import config as tfconfig
 from tfship import docker_client, engine, images
@@ -56,20 +56,7 @@ def project(tmp_path):
 
 def run_build_until(project: tfconfig.Config, marker: str) -> tuple[subprocess.Popen, list[str]]:
     """Start `invoke build --image serving` and return once it printed `marker` (bounded by STAGE_TIMEOUT)."""
-    build = subprocess.Popen([str(INVOKE), "-r", str(REPO), "build", "--image", "serving"], cwd=project.root,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                             # A shell's background job ignores SIGINT and children inherit that: restore it, as a
-                             # terminal's Ctrl-C finds it.
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    seen: list[str] = []
-    deadline = time.monotonic() + STAGE_TIMEOUT
-    for line in build.stdout:  # ends when the process closes its output
-        seen.append(line.rstrip())
-        if marker in line or time.monotonic() > deadline:
-            break
-    assert any(marker in line for line in seen), "\n".join(seen[-20:])
-    return build, seen
+    return run_until(["build", "--image", "serving"], project.root, marker, STAGE_TIMEOUT)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
