@@ -63,7 +63,7 @@ def save_curve(figures: dict[int, float]) -> Path:
     axes.plot(list(figures), list(figures.values()), marker="o")
     axes.set_xlabel("replicas")
     axes.set_ylabel("deploy to all Ready (s)")
-    axes.set_title("tfship deploy-to-ready vs replicas (image on the node, 2-core node)")
+    axes.set_title("deploy-to-ready vs replicas (image on the node)")
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     figure.tight_layout()

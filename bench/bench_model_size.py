@@ -1,7 +1,8 @@
 """How build + push grow with the model: a real SavedModel of about 1 MB, 100 MB and 1 GB (a float32 weight vector,
 y = x + w[0], exported with TensorFlow), each imported with `model.add`, built into the serving image (acceptance
 included) and pushed, timed stage by stage, with the bytes the push sent and the registry's compressed sizes. Only
-the model layer should move: the runtime's layers are already in the registry after the first push.
+the model layer should move: the runtime's layers are already in the registry after the first push (so the first
+row's push carries them too: a fresh registry).
 
     .venv/bin/python bench/bench_model_size.py [--sizes 1,100,1000]
 
@@ -13,6 +14,7 @@ build/bench/model_size.json and .png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -91,8 +93,10 @@ def main() -> int:
                 shutil.rmtree(models.model_dir(config, "sized") / str(megabytes))  # the next image holds only the next
         finally:
             registry.down(config, purge=True)
-            for image in client.images.list(name=NAME) + client.images.list(name=f"{config.registry.url}/*/{NAME}"):
-                client.images.remove(image.id, force=True)
+            made = {image.id for image in client.images.list(name=NAME)}
+            for image_id in made:  # every tag of each, the registry's references included
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    client.images.remove(image_id, force=True)
     print(f"\n{'model MB':>9} {'model.add s':>12} {'build s':>8} {'push s':>7} {'MB pushed':>10} {'layers new/there':>17}")
     for row in rows:
         print(f"{row['model_mb']:>9} {row['model.add_s']:>12} {row['build_s']:>8} {row['push_s']:>7} "
