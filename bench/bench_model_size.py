@@ -97,7 +97,8 @@ def main() -> int:
             for image_id in made:  # every tag of each, the registry's references included
                 with contextlib.suppress(docker.errors.ImageNotFound):
                     client.images.remove(image_id, force=True)
-    print(f"\n{'model MB':>9} {'model.add s':>12} {'build s':>8} {'push s':>7} {'MB pushed':>10} {'layers new/there':>17}")
+    print(f"\n{'model MB':>9} {'model.add s':>12} {'build s':>8} {'push s':>7} {'MB pushed':>10} "
+          f"{'layers new/there':>17}")
     for row in rows:
         print(f"{row['model_mb']:>9} {row['model.add_s']:>12} {row['build_s']:>8} {row['push_s']:>7} "
               f"{row['mb_pushed']:>10} {row['layers_pushed']:>8}/{row['layers_already_there']}")

@@ -75,7 +75,8 @@ class ImagesConfig:
     tensorflow_version: str = "2.21.0"
     # Numeric non-root user of every image (runAsNonRoot needs a number).
     user: int = 10001
-    # `invoke up` builds, pushes and deploys the web page beside the model server (invoke build --image web always).
+    # `invoke up` and `invoke build` also build (then push and deploy) the web page; false: only on request
+    # (invoke build --image web).
     web: bool = True
 
 

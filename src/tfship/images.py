@@ -40,12 +40,13 @@ REVISION_LABEL = "org.opencontainers.image.revision"
 ROLES = ("devel", "serving")
 CANDIDATE_SUFFIX = "-candidate"  # a serving image's tag until it has passed acceptance
 OPTIONAL_ROLES = ("web",)  # in "all" only with images.web (the default), else when asked for by name
+RUNTIMES = ("tfserving", "python")
 
 
 def all_roles(config: Config) -> tuple[str, ...]:
     """What `invoke build` and `invoke up` build: devel and serving, and the web page unless images.web is false."""
     return (*ROLES, *OPTIONAL_ROLES) if config.images.web else ROLES
-RUNTIMES = ("tfserving", "python")
+
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`invoke up`: every stage in order, each one a no-op where its inputs are unchanged.
 
-engine -> export (only models with no version yet) -> build (and the web page: images.web) -> registry -> push -> cluster -> deploy (a new image
-over a serving one: release, the canary and quality gate) -> smoke-test.
+engine -> export (only models with no version yet) -> build (devel, serving and, with images.web, the page) ->
+registry -> push -> cluster -> deploy (a new image over a serving one: release, the canary and quality gate) ->
+smoke-test.
 A failing stage stops the run before the next one starts (no push after a failed build, no deploy after a failed
 push), and its error is the one the user sees.
 """

@@ -18,7 +18,7 @@ def export(c, model=None, version=None, host=False):
         print(result.describe())
 
 
-@task(help={"image": "devel, serving, web (the page) or all (default: all three; images.web: false leaves the page out)",
+@task(help={"image": "devel, serving, web (the page) or all (default: the three; images.web: false skips the page)",
             "runtime": "serving runtime: tfserving, python or auto",
             "base": "base images: upstream, debian or auto"})
 @handles_errors

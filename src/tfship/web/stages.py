@@ -257,7 +257,7 @@ def smoke_web(config: Config, artifacts: Artifacts, timeout: float | None = None
 
 
 def page_ready(config: Config, kube: Reads | None = None) -> str:
-    """The page's /readyz through the web Service: which classification models it offers; SmokeTestError if not ready."""
+    """The page's /readyz through the web Service: the classification models it offers; SmokeTestError if not ready."""
     import requests
 
     forward = service_forward(config, kube=kube)
@@ -266,7 +266,8 @@ def page_ready(config: Config, kube: Reads | None = None) -> str:
         body = _answer(requests, "get", f"{url}/readyz", timeout=config.smoke.timeout)
     finally:
         forward.stop()
-    return f"web ok: the page at {url} reaches the model server (classifiers: {', '.join(body['classifiers']) or 'none'})"
+    offered = ", ".join(body["classifiers"]) or "none"
+    return f"web ok: the page at {url} reaches the model server (classifiers: {offered})"
 
 
 def _classify(requests, url: str, png: bytes, timeout: float) -> dict:
