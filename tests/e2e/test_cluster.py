@@ -140,7 +140,7 @@ def test_a_service_without_ready_pods_refuses_connections_on_this_node(cluster, 
     from tfship.cluster import local
 
     # Checked before any traffic: without the guard the connection below would leave the machine.
-    assert subprocess.run(["iptables", "-C", *local.SERVICE_GUARD], capture_output=True, timeout=30).returncode == 0
+    assert subprocess.run(["iptables", "-w", "-C", *local.SERVICE_GUARD], capture_output=True, timeout=30).returncode == 0
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "nobody-ready", "namespace": namespace},
                "spec": {"selector": {"app": "nothing-runs-this"}, "ports": [{"port": 8500}]}}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(service))

@@ -129,7 +129,7 @@ def stop_local() -> str:
         # Services' iptables rules (KUBE-* chains) would outlive kube-proxy; its own clean-up removes only those.
         proc.run([binaries_dir() / "kube-proxy", "--cleanup"], check=False, timeout=60)
     # The guard too: without the cluster, containers may reach real 10.0.0.x hosts again.
-    proc.run(["iptables", "-D", *SERVICE_GUARD], check=False, timeout=30)
+    proc.run(["iptables", "-w", "-D", *SERVICE_GUARD], check=False, timeout=30)
     for leftover in (local_state() / "etcd", local_kubeconfig(), session_file()):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -197,8 +197,9 @@ def keep_service_traffic_local() -> None:
     yet, or not synced yet). Docker's FORWARD rules accept it before kube-proxy's own REJECT is reached, and it would
     leave the machine for a real 10.0.0.x host. DOCKER-USER is Docker's chain for such rules: first in FORWARD, kept
     across engine restarts. Rewritten traffic (to a pod) and this machine's own connections never pass here."""
-    if proc.run(["iptables", "-C", *SERVICE_GUARD], check=False, timeout=30).returncode != 0:
-        proc.run(["iptables", "-I", *SERVICE_GUARD], timeout=30, error=KubernetesError,
+    # -w: wait for the xtables lock that Docker and kube-proxy take too, instead of failing on it
+    if proc.run(["iptables", "-w", "-C", *SERVICE_GUARD], check=False, timeout=30).returncode != 0:
+        proc.run(["iptables", "-w", "-I", *SERVICE_GUARD], timeout=30, error=KubernetesError,
                  hint="the local cluster needs iptables (root) to keep Service traffic on this machine")
 
 
