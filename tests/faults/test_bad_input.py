@@ -179,7 +179,9 @@ def cluster_objects() -> list[str] | str:
     if listed.returncode != 0:
         return "no cluster"
     # The cases' namespace and the default one: other runs deploy to namespaces of their own meanwhile.
-    return sorted(line for line in listed.stdout.splitlines() if line.split()[0] in ("tfship-faults", "default"))
+    # Words, not columns: kubectl pads to the longest namespace of the whole cluster, which other runs change.
+    return sorted(" ".join(line.split()) for line in listed.stdout.splitlines()
+                  if line.split()[0] in ("tfship-faults", "default"))
 
 
 # --------------------------------------------------------------------------------------------------------------

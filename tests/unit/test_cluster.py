@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 from pathlib import Path
@@ -482,3 +483,34 @@ def test_the_local_cluster_as_an_ordinary_user_is_one_line_and_starts_nothing(tm
     with pytest.raises(KubernetesError, match="the local cluster needs root") as raised:
         cluster.up(config_for("local"))
     assert "kubernetes.provider: auto" in raised.value.hint
+
+
+def test_up_waits_for_a_running_clusters_node_instead_of_starting_a_new_one(monkeypatch):
+    """After an engine restart the apiserver answers while the node is NotReady: waiting keeps every object; starting a
+    new cluster would wipe etcd."""
+    from tfship.cluster.status import NodeState
+
+    answers = iter([False, False, True])  # NotReady twice, then Ready
+    provider = local.LocalProvider(config_for("local"))
+    monkeypatch.setattr(local, "running_pids", lambda: [4242])
+    monkeypatch.setattr(provider, "status", lambda: ClusterStatus(
+        "local", "tfship-local", "https://localhost:6443", [NodeState("127.0.0.1", next(answers, True), "v1.20.2")]))
+    monkeypatch.setattr(local, "keep_service_traffic_local", lambda: None)
+    monkeypatch.setattr(importlib.import_module("tfship.cluster.status").time, "sleep", lambda seconds: None)
+    started = []
+    monkeypatch.setattr(local, "start_local", lambda provider: started.append(provider))
+    assert "already Ready" in provider.up()
+    assert not started
+
+
+def test_up_starts_again_when_nothing_of_the_cluster_runs(monkeypatch):
+    provider = local.LocalProvider(config_for("local"))
+    monkeypatch.setattr(provider, "is_ready", lambda: False)
+    monkeypatch.setattr(local, "running_pids", lambda: [])
+    monkeypatch.setattr(local.apt, "is_root", lambda: True)
+    for name in ("ensure_binaries", "ensure_pause_image"):
+        monkeypatch.setattr(local.local_build, name, lambda *args: None)
+    monkeypatch.setattr(local.engine, "ensure_engine", lambda *args: None)
+    monkeypatch.setattr(local, "keep_service_traffic_local", lambda: None)
+    monkeypatch.setattr(local, "start_local", lambda provider: "started")
+    assert provider.up() == "started"

@@ -344,7 +344,7 @@ class LocalProvider(Provider):
             return False
 
     def up(self) -> str:
-        if self.is_ready():
+        if self.is_ready() or self._node_comes_back():
             keep_service_traffic_local()  # also after an engine restart
             return f"local Kubernetes {KUBERNETES_VERSION} already Ready (context {LOCAL_CONTEXT}); left as it is"
         if not apt.is_root():
@@ -360,6 +360,21 @@ class LocalProvider(Provider):
             if self.is_ready():  # another run started it while we waited
                 return f"local Kubernetes {KUBERNETES_VERSION} already Ready (context {LOCAL_CONTEXT})"
             return start_local(self)
+
+    def _node_comes_back(self) -> bool:
+        """A running cluster whose apiserver answers but whose node is not Ready (its kubelet reconnecting after an
+        engine restart): wait for it, bounded, rather than start a new cluster, which would lose every object."""
+        if not running_pids():
+            return False
+        try:
+            self.status()
+        except KubernetesError:
+            return False  # no apiserver: start again
+        try:
+            wait_ready(self.status, READY_TIMEOUT, "")
+        except KubernetesError:
+            return False
+        return True
 
     def down(self) -> str:
         with local_build.exclusive("up"):
