@@ -94,8 +94,9 @@ class ServingConfig:
     # Extra server flags, passed as container args at deploy time (not baked into the image).
     extra_args: list[str] = field(default_factory=list)
     # Replicas close each gRPC connection after this long (clients reconnect through the Service), so long-lived
-    # channels spread over every replica instead of sticking to one; 0 keeps connections forever.
-    grpc_max_connection_age_ms: int = 30000
+    # channels spread over every replica instead of sticking to one; 0 keeps connections forever. A terminating pod
+    # keeps serving at least this long (its preStop wait), so its clients have moved on before it shuts down.
+    grpc_max_connection_age_ms: int = 10000
     # Prometheus metrics on each replica's REST port (/monitoring/prometheus/metrics): per-replica request counts
     # for `invoke evaluate`. Rendered as TF Serving's --monitoring_config_file.
     prometheus: bool = False

@@ -43,6 +43,23 @@ def restart_counts(cluster, namespace: str) -> dict[str, int]:
             for pod in pods}
 
 
+def restarted_and_ready(cluster, shipped, config) -> tuple[list[str], dict[str, int]]:
+    """The Ready pods and their restart counts once every pod's container was restarted and is Ready again (bounded).
+    Right after the engine comes back the API still shows the pods Ready (the kubelet has not noticed yet): readiness
+    alone would be read too early."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    ready: list[str] = []
+    restarts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        restarts = restart_counts(cluster, config.kubernetes.namespace)
+        if len(restarts) == 3 and min(restarts.values()) >= 1:
+            ready = shipped.wait_ready(config, 3, max(1.0, deadline - time.monotonic()))
+            if len(ready) == 3:
+                break
+        time.sleep(3)
+    return ready, restarts
+
+
 def test_dockerd_restart_with_3_replicas_serving(cluster, deployed, shipped, fault_row):
     config = deployed("faults-dockerd", 3)
     namespace = config.kubernetes.namespace
@@ -63,9 +80,8 @@ def test_dockerd_restart_with_3_replicas_serving(cluster, deployed, shipped, fau
         # Whatever happened above: the engine and the cluster every other test on this machine needs.
         engine.ensure_engine()
         tfcluster.up(cluster.config)
-    after = shipped.wait_ready(config, 3, READY_TIMEOUT)
+    after, restarts = restarted_and_ready(cluster, shipped, config)
     recovered_in = time.monotonic() - started
-    restarts = restart_counts(cluster, namespace)
     results = smoke.smoke_test(config) if len(after) == 3 else []
     image_kept = docker_client.image_id(image_id) is not None
     fault_row("dockerd restarted while 3 replicas serve", "replicas come back; smoke test passes",

@@ -186,7 +186,7 @@ def test_several_models_use_a_model_config_file_named_by_its_content(tmp_path):
     # The serving image's entrypoint reads MODEL_CONFIG_FILE instead of MODEL_NAME.
     assert container["env"] == [{"name": "MODEL_CONFIG_FILE", "value": "/etc/tfship/models.config"}]
     # Connections age out (serving.grpc_max_connection_age_ms), so long-lived gRPC clients spread over replicas.
-    assert container["args"] == ["--grpc_channel_arguments=grpc.max_connection_age_ms=30000"]
+    assert container["args"] == ["--grpc_channel_arguments=grpc.max_connection_age_ms=10000"]
     volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "model-config", "configMap": {"name": config_map["metadata"]["name"]}} in volumes
     # A different model config gets a different name, so a rollback finds its own.
@@ -215,7 +215,7 @@ def test_extra_server_args_are_passed_to_the_container(tmp_path):
     rendered = render.render(cfg, make_artifacts({"half_plus_two": [1]}), render.select_api_versions(None), 1)
     container = documents(rendered)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["--rest_api_timeout_in_ms=5000",
-                                 "--grpc_channel_arguments=grpc.max_connection_age_ms=30000"]
+                                 "--grpc_channel_arguments=grpc.max_connection_age_ms=10000"]
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
@@ -275,6 +275,24 @@ def test_unpushed_or_root_images_are_refused(tmp_path):
         render.render(cfg, make_artifacts({}), api, 3)
     with pytest.raises(KubernetesError, match="no longer lists"):
         render.render(cfg, make_artifacts({"iris": [1]}), api, 3)
+
+
+@pytest.mark.parametrize(("age_ms", "prestop_sleep", "expected"), [
+    (10_000, 5, 13),  # the connection age + 10 % + 2 s
+    (250, 5, 5),  # the configured sleep is longer
+    (0, 5, 5),  # no connection age: the configured sleep
+    (30_000, 40, 40),
+])
+def test_the_prestop_wait_outlasts_the_connection_age(tmp_path, age_ms, prestop_sleep, expected):
+    cfg = make_config(tmp_path, **{"serving.grpc_max_connection_age_ms": age_ms,
+                                   "kubernetes.prestop_sleep": prestop_sleep, "kubernetes.termination_grace": 60})
+    assert render.prestop_seconds(cfg) == expected
+
+
+def test_grace_period_must_outlast_the_connection_age_drain(tmp_path):
+    cfg = make_config(tmp_path, **{"serving.grpc_max_connection_age_ms": 30_000})  # 35 s preStop, 30 s grace
+    with pytest.raises(KubernetesError, match="termination_grace"):
+        render.render(cfg, make_artifacts({"half_plus_two": [1]}), render.select_api_versions(None), 3)
 
 
 def test_grace_period_must_outlast_the_prestop_sleep(tmp_path):
