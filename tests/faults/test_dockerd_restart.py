@@ -62,7 +62,6 @@ def restarted_and_ready(cluster, shipped, config) -> tuple[list[str], dict[str, 
 
 def test_dockerd_restart_with_3_replicas_serving(cluster, deployed, shipped, fault_row):
     config = deployed("faults-dockerd", 3)
-    namespace = config.kubernetes.namespace
     before = shipped.wait_ready(config, 3, READY_TIMEOUT)
     assert len(before) == 3, before
     image_id = tfartifacts.load(config.artifacts_path).image("serving").image_id
