@@ -1,6 +1,7 @@
 """The registry killed (SIGKILL) in the middle of a push and started again two seconds later: the push succeeds
 through retries (the engine's and tfship's), the digest tfship records is the one the registry serves, the image
-pulls back by that digest with the same id, and what the registry held before is still there."""
+pulls back by that digest with the same id, and what the registry held before is still there. And the registry down
+when a push starts: the engine fails at once, and tfship's own retries carry the push through."""
 
 from __future__ import annotations
 
@@ -115,3 +116,65 @@ def test_registry_killed_mid_push_is_retried_and_the_digest_is_right(project, ma
     assert pushed.digest == served == recorded and served.startswith("sha256:")
     assert pulled_id == big_image.image_id
     assert earlier_still == earlier_digest
+
+
+def test_registry_down_when_the_push_starts_tfship_retries(project, make_image, docker_client, monkeypatch,
+                                                             fault_row):
+    """The engine retries a layer upload on its own, but a registry that refuses connections when the push begins
+    fails the engine's push at once: only tfship's retries (back-off 1 s, 2 s, 4 s) carry it through."""
+    site = LocalSite(project.registry.url, auth=False)
+    api = registry.RegistryClient(registry.resolve(project), None)
+    image = make_image("devel")
+    artifacts.save(project.artifacts_path, Artifacts(images={"devel": image}))
+    killed: list[int] = []
+    restarted = threading.Event()
+    lines: list[str] = []
+    real_retries = push._push_with_retries
+
+    def restart_later() -> None:
+        time.sleep(RESTART_AFTER)
+        registry.up(project, auth=False)
+        restarted.set()
+
+    def registry_dies_first(start, info, auth_config, retries, on_line):
+        def start_after_kill():
+            if not killed:  # before the first attempt only: the registry is gone when the engine connects
+                pid = site.process_pid()
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                for _ in range(100):  # bounded: until the port refuses connections
+                    if site.process_pid() is None:
+                        break
+                    time.sleep(0.05)
+                threading.Thread(target=restart_later, daemon=True).start()
+            return start()
+
+        def remember(line: str) -> None:
+            lines.append(line)
+            on_line(line)
+
+        return real_retries(start_after_kill, info, auth_config, retries, remember)
+
+    monkeypatch.setattr(push, "_push_with_retries", registry_dies_first)
+    started = time.monotonic()
+    error = None
+    try:
+        report = push.push_images(project)
+    except Exception as exc:  # the table shows it; the asserts below fail on it
+        error, report = exc, None
+    elapsed = time.monotonic() - started
+    restarted.wait(30)
+    pushed = report.images[0] if report else None
+    served = api.manifest_digest(f"tfship/{image.name}", image.tag)
+    recorded = artifacts.load(project.artifacts_path).image("devel").digest
+    failed_attempts = [line for line in lines if line.startswith("attempt ")]
+    fault_row("registry down when a push starts, back after 2 s", "tfship retries with back-off; digest right",
+              f"{'error: ' + str(error) if error else 'pushed'} in {elapsed:.0f}s after {pushed.attempts if pushed else '?'}"
+              f" tfship attempts ({'; '.join(failed_attempts)[:160]}), digest served==recorded: {served == recorded}",
+              "none" if served and served == recorded else "LOST")
+    assert killed, "the fault did not happen"
+    assert error is None, error
+    assert pushed.attempts >= 2 and failed_attempts, lines
+    assert "connection refused" in failed_attempts[0].lower()
+    assert pushed.digest == served == recorded and served.startswith("sha256:")
