@@ -45,6 +45,19 @@ def test_a_captured_command_is_timed_out_with_everything_it_started(tmp_path):
     assert wait_gone(int(pid_file.read_text()))
 
 
+def test_ctrl_c_while_a_command_runs_stops_it_with_everything_it_started(tmp_path):
+    """A Ctrl-C (or SIGTERM, which tfship turns into one) during e.g. deploy's `kubectl get` leaves no kubectl: the
+    command runs in a session of its own and would not get the terminal's signal."""
+    pid_file = tmp_path / "sleep.pid"
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        proc.run(["sh", "-c", f"sleep 20 & echo $! > {pid_file}; echo started; wait"], on_line=interrupt, timeout=30)
+    assert wait_gone(int(pid_file.read_text()))
+
+
 def test_streamed_lines_come_as_printed_and_the_result_keeps_the_output():
     lines: list[str] = []
     result = proc.run(["sh", "-c", "printf 'a\\nb\\r\\nprogress 1\\rprogress 2\\rc\\n'; echo err >&2; exit 3"],
