@@ -30,6 +30,7 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
+from cluster_fixtures import load_pod
 
 from tfship import artifacts as tfartifacts
 from tfship import cluster as tfcluster
@@ -212,36 +213,17 @@ def assert_serves_everywhere(cluster, config, digest: str, replicas: int = 2) ->
     assert canary.strip() == "", "no canary Deployment is left"
 
 
-def load_pod_manifest(config, devel_image: str, row: list[float]) -> str:
-    env = {"SERVICE": config.kubernetes.app, "MODEL": MODEL, "ROW": json.dumps(row),
-           "MAX_SECONDS": str(LOAD_MAX_SECONDS), "INTERVAL": str(LOAD_INTERVAL_SECONDS), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": LOAD_POD, "namespace": NAMESPACE},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "containers": [{
-                "name": "load", "image": devel_image, "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-c", LOAD_SCRIPT],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-                "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "control", "mountPath": "/control"}],
-            }],
-            "volumes": [{"name": "control", "emptyDir": {}}],
-        },
-    })
-
-
 class Load:
     """The in-cluster load client, started before a release and stopped after it."""
 
     def __init__(self, cluster, config, devel_image: str, row: list[float]):
         self.cluster = cluster
         cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False)
-        cluster.kubectl("apply", "-f", "-", input=load_pod_manifest(config, devel_image, row))
+        env = {"SERVICE": config.kubernetes.app, "MODEL": MODEL, "ROW": json.dumps(row),
+               "MAX_SECONDS": str(LOAD_MAX_SECONDS), "INTERVAL": str(LOAD_INTERVAL_SECONDS)}
+        manifest = load_pod(LOAD_POD, NAMESPACE, devel_image, LOAD_SCRIPT, env, {"cpu": "100m", "memory": "256Mi"},
+                            control_volume=True)
+        cluster.kubectl("apply", "-f", "-", input=manifest)
         cluster.pod_log_containing(LOAD_POD, NAMESPACE, "load started", timeout=300)
         time.sleep(3)  # a few requests before the release starts
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cluster_fixtures import load_pod
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
@@ -100,29 +101,6 @@ def ship(config: tfconfig.Config) -> None:
     push.push(config)
 
 
-def load_pod_manifest(config: tfconfig.Config, devel_image: str, new_version: int) -> str:
-    env = {"SERVICE": config.kubernetes.app, "MODEL": MODEL, "NEW_VERSION": str(new_version),
-           "MAX_SECONDS": str(LOAD_MAX_SECONDS), "SETTLE_SECONDS": str(LOAD_SETTLE_SECONDS),
-           "INTERVAL": str(LOAD_INTERVAL_SECONDS), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": LOAD_POD, "namespace": NAMESPACE},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "containers": [{
-                "name": "load", "image": devel_image, "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-c", LOAD_SCRIPT],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    }
-    return json.dumps(pod)
-
-
 @pytest.fixture(scope="module")
 def workdir():
     with tempfile.TemporaryDirectory(prefix="tfship-e2e-rollout-") as folder:
@@ -144,8 +122,11 @@ def test_new_model_version_rolls_out_under_load_with_zero_failed_requests(cluste
     recorded = tfartifacts.load(config.artifacts_path)
     new_version = first.version + 1
     cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False)
-    cluster.kubectl("apply", "-f", "-", input=load_pod_manifest(config, recorded.image("devel").pinned_ref,
-                                                                 new_version))
+    env = {"SERVICE": config.kubernetes.app, "MODEL": MODEL, "NEW_VERSION": str(new_version),
+           "MAX_SECONDS": str(LOAD_MAX_SECONDS), "SETTLE_SECONDS": str(LOAD_SETTLE_SECONDS),
+           "INTERVAL": str(LOAD_INTERVAL_SECONDS)}
+    cluster.kubectl("apply", "-f", "-", input=load_pod(LOAD_POD, NAMESPACE, recorded.image("devel").pinned_ref,
+                                                       LOAD_SCRIPT, env, {"cpu": "100m", "memory": "256Mi"}))
     cluster.pod_log_containing(LOAD_POD, NAMESPACE, "load started", timeout=300)
 
     [second] = export.export(config, in_devel=False)

@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+from cluster_fixtures import load_pod
 
 from tfship import artifacts as tfartifacts
 from tfship import portforward, smoke
@@ -100,33 +101,15 @@ def test_port_forward_killed_mid_smoke_test_is_restarted_once(deployed, shipped,
     assert [c.name for c in results[0].checks][-2:] == ["half_plus_two predict grpc", "half_plus_two predict rest"]
 
 
-def load_pod(config, image: str) -> str:
-    env = {"SERVICE": config.kubernetes.app, "SECONDS": str(LOAD_SECONDS), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": LOAD_POD, "namespace": config.kubernetes.namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "containers": [{
-                "name": "load", "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-c", LOAD_SCRIPT],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-                "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    })
-
-
 def test_pod_killed_under_load_losses_counted_and_service_recovers(cluster, deployed, shipped, fault_row):
     config = deployed("faults-kill", 3)
     namespace = config.kubernetes.namespace
     before = shipped.wait_ready(config, 3, READY_TIMEOUT)
     assert len(before) == 3, before
     image = tfartifacts.load(config.artifacts_path).image("serving").pinned_ref
-    cluster.kubectl("apply", "-f", "-", input=load_pod(config, image))
+    cluster.kubectl("apply", "-f", "-", input=load_pod(LOAD_POD, namespace, image, LOAD_SCRIPT,
+                                                           {"SERVICE": config.kubernetes.app, "SECONDS": str(LOAD_SECONDS)},
+                                                           {"cpu": "50m", "memory": "128Mi"}))
     cluster.pod_log_containing(LOAD_POD, namespace, "load started", timeout=180)
     time.sleep(KILL_AFTER)
     victim = before[0]
