@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
+import hypothesis
+import hypothesis.extra.numpy
+import hypothesis.strategies
 import numpy as np
 import pytest
 
+from tfship.server import rest_json
 from tfship.server.rest_json import (
     classification_json,
     error_json,
@@ -58,3 +64,33 @@ def test_classify_regress_and_error_bodies() -> None:
 ])
 def test_decimals_as_tf_serving_writes_them(value: float, single: bool, text: str) -> None:
     assert format_decimal(value, single) == text
+
+
+class _ValueByValue(rest_json.PrettyWriter):
+    """The writer as it was: one start/raw.../end call per value (the reference for scalar_array's shortcut)."""
+
+    def scalar_array(self, tokens: list[str]) -> None:
+        self.start_array()
+        for token in tokens:
+            self.raw(token)
+        self.end_array()
+
+
+def _value_by_value_tokens(flat: np.ndarray) -> list[str]:
+    return [format_decimal(float(value), flat.dtype.itemsize <= 4) for value in flat.tolist()]
+
+
+@pytest.mark.parametrize("dtype, width", [(np.float32, 32), (np.float64, 64)])
+def test_vectorised_floats_and_rows_are_the_same_bytes_as_value_by_value(dtype, width) -> None:
+    @hypothesis.settings(max_examples=150, deadline=None)
+    @hypothesis.given(hypothesis.extra.numpy.arrays(
+        dtype, hypothesis.extra.numpy.array_shapes(min_dims=1, max_dims=3, max_side=5),
+        elements=hypothesis.strategies.floats(width=width)))
+    def check(array: np.ndarray) -> None:
+        fast = (predictions_json({"y": array}), outputs_json({"y": array, "z": array[..., :1]}))
+        with mock.patch.object(rest_json, "PrettyWriter", _ValueByValue), \
+                mock.patch.object(rest_json, "_float_tokens", _value_by_value_tokens):
+            reference = (predictions_json({"y": array}), outputs_json({"y": array, "z": array[..., :1]}))
+        assert fast == reference
+
+    check()

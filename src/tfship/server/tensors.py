@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -46,7 +48,7 @@ def proto_to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     if numpy_dtype is not None and not proto.tensor_content:
         # The common case (typed values, e.g. float_val): a direct copy, a few times cheaper than make_ndarray.
         values = np.array(getattr(proto, _VALUE_FIELD[proto.dtype]), dtype=numpy_dtype)
-        if values.size == int(np.prod(shape)):
+        if values.size == math.prod(shape):  # math.prod: numpy's costs more than the copy for small tensors
             return values.reshape(shape)
     try:
         return tf.make_ndarray(proto)
