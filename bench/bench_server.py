@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/bench_server.py [--seconds 3] [--no-pin] [--flags "--enable_batching"]
 
-Models: TF Serving's half_plus_two and a digits-like model built here (64 floats -> dense -> softmax over 10).
+Models: TF Serving's half_plus_two, a digits-like model built here (64 floats -> dense -> softmax over 10) and a
+dense one (three 1024-wide layers, about a millisecond of its own). Also the gRPC floor: the same grpcio server
+set-up with a Predict that runs nothing; its cost per call bounds what any model's gRPC ratio can reach.
 Concurrency 1 and 8 (client threads). Each cell runs a bounded time. The server runs twice: as is, and with
 --enable_batching ("+batch" rows: concurrent requests merged into one model run).
 
@@ -78,6 +80,28 @@ class _Digits(tf.Module):
         return {"probabilities": tf.nn.softmax(tf.matmul(x, self.kernel) + self.bias)}
 
 
+class _Dense(tf.Module):
+    """Three 1024-wide dense layers: a model whose own cost (about a millisecond) dwarfs the transport's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = np.random.default_rng(0)
+        self.kernels = [tf.Variable(generator.normal(size=(1024, 1024)).astype(np.float32) * 0.03) for _ in range(3)]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1024], tf.float32, name="x")])
+    def predict(self, x):
+        for kernel in self.kernels:
+            x = tf.nn.relu(tf.matmul(x, kernel))
+        return {"y": x}
+
+
+def build_dense_model(root: str) -> str:
+    base = os.path.join(root, "dense")
+    module = _Dense()
+    tf.saved_model.save(module, os.path.join(base, "1"), signatures={"serving_default": module.predict})
+    return base
+
+
 def build_digits_model(root: str) -> str:
     base = os.path.join(root, "digits")
     module = _Digits()
@@ -125,12 +149,13 @@ def pinned(argv: list[str], pin: bool) -> list[str]:
     return ["taskset", "-c", str(SERVER_CPU), *argv] if pin else argv
 
 
-def start_server(config_path: str, extra_flags: list[str], pin: bool) -> tuple[subprocess.Popen, str, str]:
+def start_server(config_path: str, extra_flags: list[str], pin: bool,
+                 floor: bool = False) -> tuple[subprocess.Popen, str, str]:
     grpc_port, rest_port = free_port(), free_port()
-    process = subprocess.Popen(
-        pinned([sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-                "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags], pin),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = ([sys.executable, __file__, "--floor-server", str(grpc_port)] if floor else
+            [sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+             "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags])
+    process = subprocess.Popen(pinned(argv, pin), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{grpc_port}"
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -170,6 +195,30 @@ class InProcessWorker:
     def close(self) -> None:
         self.process.kill()
         self.process.wait(timeout=30)
+
+
+def floor_server_main(port: int) -> None:
+    """--floor-server PORT: grpcio's synchronous server as tfship.server sets it up (thread pool, the replica
+    interceptor, health), whose Predict answers a fixed response without running anything: the transport's floor."""
+    from concurrent import futures
+
+    from grpc_health.v1 import health
+
+    from tfship.server.replica import ReplicaInterceptor
+
+    answer = predict_pb2.PredictResponse()
+    answer.outputs["y"].CopyFrom(tf.make_tensor_proto(np.array([[3.0]], np.float32)))
+
+    class NoOp(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return answer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=[ReplicaInterceptor()])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NoOp(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
 
 
 def worker_main() -> None:
@@ -242,12 +291,26 @@ def bench_server(config_path: str, flags: list[str], suffix: str, models: list[B
     return rows
 
 
+def bench_floor(config_path: str, model: BenchModel, seconds: float, pin: bool) -> dict[int, Cell]:
+    """gRPC Predict against the no-op server (--floor-server), per concurrency."""
+    process, grpc_address, _ = start_server(config_path, [], pin, floor=True)
+    try:
+        with grpc.insecure_channel(grpc_address) as channel:
+            call = dict(transport_calls(channel, "http://127.0.0.1:1", model))["gRPC"]
+            return {concurrency: run_cell(call, concurrency, seconds) for concurrency in CONCURRENCIES}
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
 def bench_models(workdir: str) -> tuple[list[BenchModel], str]:
     """half_plus_two and the digits-like model, and a model config file serving both."""
     models = [
         BenchModel("half_plus_two", str(HALF_PLUS_TWO), "x", np.array([[2.0]], np.float32)),
         BenchModel("digits", build_digits_model(workdir), "x",
                    np.random.default_rng(1).random((1, 64), dtype=np.float32)),
+        BenchModel("dense", build_dense_model(workdir), "x",
+                   np.random.default_rng(2).random((1, 1024), dtype=np.float32)),
     ]
     config_path = os.path.join(workdir, "models.config")
     with open(config_path, "w") as handle:
@@ -272,6 +335,8 @@ def placement(pin: bool) -> str:
 def main() -> None:
     if "--worker" in sys.argv:
         return worker_main()
+    if "--floor-server" in sys.argv:
+        return floor_server_main(int(sys.argv[sys.argv.index("--floor-server") + 1]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="let client and server share all CPUs")
@@ -288,6 +353,7 @@ def main() -> None:
     try:
         for suffix, flags in runs:
             rows += bench_server(config_path, flags, suffix, models, seconds=args.seconds, pin=pin, worker=worker)
+        floor = bench_floor(config_path, models[0], args.seconds, pin)
     finally:
         worker.close()
 
@@ -301,12 +367,24 @@ def main() -> None:
         results.append({"model": name, "path": transport, "concurrency": concurrency, "rps": cell.rps,
                         "p50_ms": cell.percentile(0.5), "p99_ms": cell.percentile(0.99),
                         "in_process_rps": baseline.rps, "ratio": ratio})
+    top = max(CONCURRENCIES)
+    floor_cost = 1.0 / floor[top].rps  # the server core is saturated at this concurrency: seconds of it per call
+    bounds = {}
+    for name, transport, concurrency, _, baseline in rows:
+        if transport == "gRPC" and concurrency == top:
+            model_cost = 1.0 / baseline.rps
+            bounds[name] = model_cost / (model_cost + floor_cost)
+    print(f"gRPC floor (no-op Predict, same grpcio server set-up): {floor[1].rps:.0f} req/s at concurrency 1, "
+          f"{floor[top].rps:.0f} at {top} ({floor_cost * 1e6:.0f} us of the server core per call); so at best, "
+          f"gRPC c={top} vs in-proc: " + ", ".join(f"{name} {bound:.2f}" for name, bound in bounds.items()))
     print(f"({placement(pin)}; {args.seconds:.0f} s per cell; load average {os.getloadavg()[0]:.1f}; "
           f"median of per-cell p50 {statistics.median(row[3].percentile(0.5) for row in rows):.2f} ms)")
     out = PROJECT / "build" / "bench" / "server.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"placement": placement(pin), "seconds_per_cell": args.seconds,
-                               "load_average": os.getloadavg()[0], "cells": results}, indent=1) + "\n")
+                               "load_average": os.getloadavg()[0], "cells": results,
+                               "grpc_floor_rps": {str(c): cell.rps for c, cell in floor.items()},
+                               "grpc_ratio_bound": bounds}, indent=1) + "\n")
     print(f"saved {out.relative_to(PROJECT)}")
 
 
