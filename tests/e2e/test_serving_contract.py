@@ -41,8 +41,8 @@ def built(cluster, tmp_path_factory) -> tfconfig.Config:
     try:
         yield config
     finally:
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False,
-                        timeout=150)
+        # Not waited for: no other test uses this namespace, and its pods drain (preStop) for seconds.
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_own_ports_serve_and_tfship_yaml_edits_after_the_build_change_nothing(cluster, built):
