@@ -48,6 +48,31 @@ def big_image(docker_client):
         pass
 
 
+class Outage:
+    """SIGKILLs the registry process when told, and starts it again RESTART_AFTER seconds later (in a thread)."""
+
+    def __init__(self, project: Config, site: LocalSite):
+        self.project, self.site = project, site
+        self.killed: list[int] = []
+        self.restarted = threading.Event()
+
+    def begin(self) -> None:
+        pid = self.site.process_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        self.killed.append(pid)
+        for _ in range(100):  # bounded: until the port refuses connections
+            if self.site.process_pid() is None:
+                break
+            time.sleep(0.05)
+        threading.Thread(target=self._restart_later, daemon=True).start()
+
+    def _restart_later(self) -> None:
+        time.sleep(RESTART_AFTER)
+        registry.up(self.project, auth=False)
+        self.restarted.set()
+
+
 def test_registry_killed_mid_push_is_retried_and_the_digest_is_right(project, make_image, big_image, docker_client,
                                                                      monkeypatch, fault_row):
     site = LocalSite(project.registry.url, auth=False)
@@ -57,27 +82,17 @@ def test_registry_killed_mid_push_is_retried_and_the_digest_is_right(project, ma
     artifacts.save(project.artifacts_path, Artifacts(images={"devel": earlier}))
     earlier_digest = push.push(project).image("devel").digest
 
-    killed: list[int] = []
-    restarted = threading.Event()
+    outage = Outage(project, site)
     engine_retries: list[str] = []
     real_read = push.read_push_stream
-
-    def restart_later() -> None:
-        time.sleep(RESTART_AFTER)
-        registry.up(project, auth=False)
-        restarted.set()
 
     def kill_on_upload(events, *args, **kwargs):
         def watched():
             for event in events:
                 if "Retrying" in event.get("status", ""):
                     engine_retries.append(event["status"])
-                if not killed and event.get("status") == "Pushing":  # bytes of the layer are on their way
-                    pid = site.process_pid()
-                    assert pid is not None
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    threading.Thread(target=restart_later, daemon=True).start()
+                if not outage.killed and event.get("status") == "Pushing":  # bytes of the layer are on their way
+                    outage.begin()
                 yield event
         return real_read(watched(), *args, **kwargs)
 
@@ -90,7 +105,7 @@ def test_registry_killed_mid_push_is_retried_and_the_digest_is_right(project, ma
     except Exception as exc:  # the table shows it; the asserts below fail on it
         error, report = exc, None
     elapsed = time.monotonic() - started
-    restarted.wait(30)
+    outage.restarted.wait(30)
     pushed = next((image for image in report.images if image.role == "serving"), None) if report else None
     served = api.manifest_digest(f"tfship/{big_image.name}", big_image.tag)
     recorded = artifacts.load(project.artifacts_path).image("serving").digest
@@ -110,9 +125,9 @@ def test_registry_killed_mid_push_is_retried_and_the_digest_is_right(project, ma
               f"{pushed.attempts if pushed else '?'}, engine retries {len(engine_retries)}, digest served==recorded: "
               f"{served == recorded}",
               "none" if pulled_id == big_image.image_id and earlier_still == earlier_digest else "LOST")
-    assert killed, "the push never reached a layer upload: the fault did not happen"
+    assert outage.killed, "the push never reached a layer upload: the fault did not happen"
     assert error is None, error
-    assert restarted.is_set() and site.process_pid() not in (None, killed[0])
+    assert outage.restarted.is_set() and site.process_pid() not in (None, outage.killed[0])
     assert pushed.digest == served == recorded and served.startswith("sha256:")
     assert pulled_id == big_image.image_id
     assert earlier_still == earlier_digest
@@ -126,28 +141,14 @@ def test_registry_down_when_the_push_starts_tfship_retries(project, make_image, 
     api = registry.RegistryClient(registry.resolve(project), None)
     image = make_image("devel")
     artifacts.save(project.artifacts_path, Artifacts(images={"devel": image}))
-    killed: list[int] = []
-    restarted = threading.Event()
+    outage = Outage(project, site)
     lines: list[str] = []
     real_retries = push._push_with_retries
 
-    def restart_later() -> None:
-        time.sleep(RESTART_AFTER)
-        registry.up(project, auth=False)
-        restarted.set()
-
     def registry_dies_first(start, info, auth_config, retries, on_line):
         def start_after_kill():
-            if not killed:  # before the first attempt only: the registry is gone when the engine connects
-                pid = site.process_pid()
-                assert pid is not None
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                for _ in range(100):  # bounded: until the port refuses connections
-                    if site.process_pid() is None:
-                        break
-                    time.sleep(0.05)
-                threading.Thread(target=restart_later, daemon=True).start()
+            if not outage.killed:  # before the first attempt only: the registry is gone when the engine connects
+                outage.begin()
             return start()
 
         def remember(line: str) -> None:
@@ -164,7 +165,7 @@ def test_registry_down_when_the_push_starts_tfship_retries(project, make_image, 
     except Exception as exc:  # the table shows it; the asserts below fail on it
         error, report = exc, None
     elapsed = time.monotonic() - started
-    restarted.wait(30)
+    outage.restarted.wait(30)
     pushed = report.images[0] if report else None
     served = api.manifest_digest(f"tfship/{image.name}", image.tag)
     recorded = artifacts.load(project.artifacts_path).image("devel").digest
@@ -173,7 +174,7 @@ def test_registry_down_when_the_push_starts_tfship_retries(project, make_image, 
               f"{'error: ' + str(error) if error else 'pushed'} in {elapsed:.0f}s after {pushed.attempts if pushed else '?'}"
               f" tfship attempts ({'; '.join(failed_attempts)[:160]}), digest served==recorded: {served == recorded}",
               "none" if served and served == recorded else "LOST")
-    assert killed, "the fault did not happen"
+    assert outage.killed, "the fault did not happen"
     assert error is None, error
     assert pushed.attempts >= 2 and failed_attempts, lines
     assert "connection refused" in failed_attempts[0].lower()
