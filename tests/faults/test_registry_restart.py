@@ -67,6 +67,18 @@ class Outage:
             time.sleep(0.05)
         threading.Thread(target=self._restart_later, daemon=True).start()
 
+    def push_through(self, push_images) -> tuple[push.PushReport | None, Exception | None, float]:
+        """push_images(project) during the outage: (report, error, seconds), once the registry is back."""
+        started = time.monotonic()
+        report, error = None, None
+        try:
+            report = push_images(self.project)
+        except Exception as exc:  # the fault table shows it; the test's asserts fail on it
+            error = exc
+        elapsed = time.monotonic() - started
+        self.restarted.wait(30)
+        return report, error, elapsed
+
     def _restart_later(self) -> None:
         time.sleep(RESTART_AFTER)
         registry.up(self.project, auth=False)
@@ -98,14 +110,7 @@ def test_registry_killed_mid_push_is_retried_and_the_digest_is_right(project, ma
 
     monkeypatch.setattr(push, "read_push_stream", kill_on_upload)
     artifacts.save(project.artifacts_path, Artifacts(images={"devel": earlier, "serving": big_image}))
-    started = time.monotonic()
-    error = None
-    try:
-        report = push.push_images(project)
-    except Exception as exc:  # the table shows it; the asserts below fail on it
-        error, report = exc, None
-    elapsed = time.monotonic() - started
-    outage.restarted.wait(30)
+    report, error, elapsed = outage.push_through(push.push_images)
     pushed = next((image for image in report.images if image.role == "serving"), None) if report else None
     served = api.manifest_digest(f"tfship/{big_image.name}", big_image.tag)
     recorded = artifacts.load(project.artifacts_path).image("serving").digest
@@ -158,14 +163,7 @@ def test_registry_down_when_the_push_starts_tfship_retries(project, make_image, 
         return real_retries(start_after_kill, info, auth_config, retries, remember)
 
     monkeypatch.setattr(push, "_push_with_retries", registry_dies_first)
-    started = time.monotonic()
-    error = None
-    try:
-        report = push.push_images(project)
-    except Exception as exc:  # the table shows it; the asserts below fail on it
-        error, report = exc, None
-    elapsed = time.monotonic() - started
-    outage.restarted.wait(30)
+    report, error, elapsed = outage.push_through(push.push_images)
     pushed = report.images[0] if report else None
     served = api.manifest_digest(f"tfship/{image.name}", image.tag)
     recorded = artifacts.load(project.artifacts_path).image("devel").digest
