@@ -24,6 +24,7 @@ READY_TIMEOUT = 300  # a new python-runtime pod imports TensorFlow on a busy 2-c
 LOAD_POD = "faults-load"
 LOAD_SECONDS = 60
 KILL_AFTER = 10  # seconds of load before the kill
+MAX_FAILED_SHARE = 0.02
 
 # Runs inside the cluster (from the serving image: it has grpc and tensorflow-serving-api). No retries: every
 # failure is counted. REST opens a new connection per request; gRPC keeps one channel, as a real client does.
@@ -129,6 +130,8 @@ def test_pod_killed_under_load_losses_counted_and_service_recovers(cluster, depl
               f"{load['failed']} requests" if load["failed"] else "none")
     assert load["sent"] > 100, load
     assert load["wrong"] == 0, load["errors"]
-    assert load["failed"] < load["sent"] / 2, load["errors"]  # the other two replicas kept serving
+    # The other two replicas kept serving: only what was in flight to the killed pod (or sent before kube-proxy
+    # dropped it) may fail. Losing every replica at once failed 335 of 3438 requests (10 %): this bound sees that.
+    assert load["failed"] <= max(10, load["sent"] * MAX_FAILED_SHARE), load["errors"]
     assert len(after) == 3 and victim not in after, after
     assert len(results) == 3 and all(r.ok for r in results), smoke.format_table(results)
