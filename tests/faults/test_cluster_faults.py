@@ -108,9 +108,9 @@ def test_pod_killed_under_load_losses_counted_and_service_recovers(cluster, depl
     before = shipped.wait_ready(config, 3, READY_TIMEOUT)
     assert len(before) == 3, before
     image = tfartifacts.load(config.artifacts_path).image("serving").pinned_ref
-    cluster.kubectl("apply", "-f", "-", input=load_pod(LOAD_POD, namespace, image, LOAD_SCRIPT,
-                                                           {"SERVICE": config.kubernetes.app, "SECONDS": str(LOAD_SECONDS)},
-                                                           {"cpu": "50m", "memory": "128Mi"}))
+    env = {"SERVICE": config.kubernetes.app, "SECONDS": str(LOAD_SECONDS)}
+    cluster.kubectl("apply", "-f", "-", input=load_pod(LOAD_POD, namespace, image, LOAD_SCRIPT, env,
+                                                       {"cpu": "50m", "memory": "128Mi"}))
     cluster.pod_log_containing(LOAD_POD, namespace, "load started", timeout=180)
     time.sleep(KILL_AFTER)
     victim = before[0]

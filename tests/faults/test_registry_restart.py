@@ -169,8 +169,9 @@ def test_registry_down_when_the_push_starts_tfship_retries(project, make_image, 
     recorded = artifacts.load(project.artifacts_path).image("devel").digest
     failed_attempts = [line for line in lines if line.startswith("attempt ")]
     fault_row("registry down when a push starts, back after 2 s", "tfship retries with back-off; digest right",
-              f"{'error: ' + str(error) if error else 'pushed'} in {elapsed:.0f}s after {pushed.attempts if pushed else '?'}"
-              f" tfship attempts ({'; '.join(failed_attempts)[:160]}), digest served==recorded: {served == recorded}",
+              f"{'error: ' + str(error) if error else 'pushed'} in {elapsed:.0f}s after "
+              f"{pushed.attempts if pushed else '?'} tfship attempts ({'; '.join(failed_attempts)[:160]}), "
+              f"digest served==recorded: {served == recorded}",
               "none" if served and served == recorded else "LOST")
     assert outage.killed, "the fault did not happen"
     assert error is None, error
