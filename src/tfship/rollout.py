@@ -21,8 +21,13 @@ from tfship.kubectl import REQUEST_TIMEOUT, Reads
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 POLL_SECONDS = 2.0
 LOG_LINES = 20
-# Waiting reasons that will not fix themselves: fail the rollout at once.
+# Waiting reasons that will not fix themselves: fail the rollout at once...
 PULL_FAILURES = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+# ...except a pull that may still work: the kubelet can pull before it may read a pull secret that was just
+# created (the node authorizer learns of the new pod a moment later: "pulling ... without credentials"), then
+# retries about 10 s later with it. A pull failure must last this long to fail the rollout.
+PULL_PATIENCE_SECONDS = 30.0
+PULL_FAILURES_AT_ONCE = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 CONFIG_FAILURES = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 
 
@@ -202,6 +207,7 @@ class App:
         The controller must have observed the applied spec first, or an old, complete status would count."""
         self._wait_observed(deadline)
         last_line = ""
+        pull_failing_since: dict[str, float] = {}
         while True:
             objects = self.labelled("deployments,replicasets,pods")
             deployment = next((o for o in objects if o.get("kind") == "Deployment"
@@ -219,6 +225,11 @@ class App:
                 and not o["metadata"].get("deletionTimestamp")
             ]
             problem = diagnose(new_pods)
+            if problem is not None and problem.kind == "pull" and problem.detail.split(":")[0] not in \
+                    PULL_FAILURES_AT_ONCE:
+                since = pull_failing_since.setdefault(problem.pod, self.clock())
+                if self.clock() - since < PULL_PATIENCE_SECONDS:
+                    problem = None
             if problem is not None:
                 raise self.explain(problem)
             stalled = deadline_exceeded(deployment)

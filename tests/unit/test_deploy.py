@@ -176,6 +176,13 @@ def test_a_pull_failure_names_the_kubelet_error_and_rolls_back(cfg):
     assert undo == [("rollout", "undo", "deployment/tfship-serving", "-n", "tfship", "--to-revision=1")]
 
 
+def test_a_pull_that_fails_once_and_then_works_is_waited_for(cfg):
+    """The kubelet may pull before it can read a just-created pull secret, and pulls again ~10 s later."""
+    fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, PULL_FAILING, PULL_FAILING, ROLLING, DONE])
+    result = run_deploy(cfg, fake)
+    assert (result.ready, result.digest) == (3, DIGEST_NEW)
+
+
 def test_keep_failed_leaves_the_failed_rollout(cfg):
     fake = FakeKubectl(before=OLD[0], watch_states=[ROLLING, PULL_FAILING])
     with pytest.raises(KubernetesError, match="left in place") as failed:
