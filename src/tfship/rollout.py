@@ -46,6 +46,7 @@ class Problem:
     pod: str
     container: str
     detail: str
+    may_pass: bool = False  # a pull failure that a retry can still fix (see PULL_PATIENCE_SECONDS)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -106,7 +107,8 @@ def diagnose(pods: list[dict[str, Any]]) -> Problem | None:
             waiting = container.get("state", {}).get("waiting") or {}
             reason = waiting.get("reason", "")
             if reason in PULL_FAILURES:
-                return Problem("pull", name, container["name"], f"{reason}: {waiting.get('message', '')}".strip(": "))
+                return Problem("pull", name, container["name"], f"{reason}: {waiting.get('message', '')}".strip(": "),
+                               may_pass=reason not in PULL_FAILURES_AT_ONCE)
             if reason == "CrashLoopBackOff":
                 last = container.get("lastState", {}).get("terminated") or {}
                 detail = f"{last.get('reason', 'exited')}, exit code {last.get('exitCode', '?')}"
@@ -225,10 +227,9 @@ class App:
                 and not o["metadata"].get("deletionTimestamp")
             ]
             problem = diagnose(new_pods)
-            if problem is not None and problem.kind == "pull" and problem.detail.split(":")[0] not in \
-                    PULL_FAILURES_AT_ONCE:
-                since = pull_failing_since.setdefault(problem.pod, self.clock())
-                if self.clock() - since < PULL_PATIENCE_SECONDS:
+            if problem is not None and problem.may_pass:
+                now = self.clock()
+                if now - pull_failing_since.setdefault(problem.pod, now) < PULL_PATIENCE_SECONDS:
                     problem = None
             if problem is not None:
                 raise self.explain(problem)
