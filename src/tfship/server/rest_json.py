@@ -43,10 +43,10 @@ def _float_tokens(flat: np.ndarray) -> list[str]:
         read_back = np.array(texts, dtype=np.float64)
         same = (read_back.astype(np.float32) == flat.astype(np.float32)) if single else (read_back == flat)
     digits = 9 if single else 17
-    for index in np.flatnonzero(~same).tolist():
-        texts[index] = "%.*g" % (digits, values[index])
-    for index in np.flatnonzero(~np.isfinite(flat)).tolist():
-        texts[index] = format_decimal(values[index], single)
+    finite = np.isfinite(flat)
+    for index in np.flatnonzero(~(same & finite)).tolist():
+        value = values[index]
+        texts[index] = "%.*g" % (digits, value) if finite[index] else format_decimal(value, single)
     return [text if "." in text or "e" in text or text[-1] in "Ny" else text + ".0" for text in texts]
 
 
