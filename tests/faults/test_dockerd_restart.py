@@ -18,6 +18,7 @@ import pytest
 from tfship import artifacts as tfartifacts
 from tfship import cluster as tfcluster
 from tfship import docker_client, engine, smoke
+from tfship.errors import TfshipError
 
 pytestmark = pytest.mark.e2e
 
@@ -74,21 +75,32 @@ def test_dockerd_restart_with_3_replicas_serving(cluster, deployed, shipped, fau
             time.sleep(0.5)
         stopped_in = time.monotonic() - started
         assert old_pid not in dockerd_pids(), f"dockerd {old_pid} did not stop within {STOP_TIMEOUT}s"
-        engine.ensure_engine()  # starts it again, as tfship's engine.up does
     finally:
-        # Whatever happened above: the engine and the cluster every other test on this machine needs.
-        engine.ensure_engine()
-        tfcluster.up(cluster.config)
+        # Whatever happened above: start the engine again as tfship's engine.up does, and the cluster every other
+        # test on this machine needs. A failure here is reported by the assertion below, not raised over it.
+        recovery = bring_back(cluster)
+    assert dockerd_pids() and dockerd_pids() != [old_pid], recovery
     after, restarts = restarted_and_ready(cluster, shipped, config)
     recovered_in = time.monotonic() - started
     results = smoke.smoke_test(config) if len(after) == 3 else []
+    # Reported, not asserted: both are Docker's and the kubelet's doing (dockerd keeps its data root; the kubelet
+    # restarts containers in place), and no tfship code could break them for a mutant to show the check red.
     image_kept = docker_client.image_id(image_id) is not None
+    same_pods = set(after) == set(before)
     fault_row("dockerd restarted while 3 replicas serve", "replicas come back; smoke test passes",
               f"dockerd stopped in {stopped_in:.0f}s, 3 Ready again after {recovered_in:.0f}s: {len(after) == 3}, "
-              f"container restarts {sorted(restarts.values())}, smoke {sum(r.ok for r in results)}/3 ok",
+              f"same pods: {same_pods}, container restarts {sorted(restarts.values())}, "
+              f"smoke {sum(r.ok for r in results)}/3 ok",
               "none" if image_kept and len(results) == 3 and all(r.ok for r in results) else "LOST")
-    assert dockerd_pids() and dockerd_pids() != [old_pid]
     assert len(after) == 3, after
-    assert set(after) == set(before), "the same pods should come back (their containers restarted), not new ones"
-    assert image_kept
     assert len(results) == 3 and all(r.ok for r in results), smoke.format_table(results)
+
+
+def bring_back(cluster) -> str:
+    """Start the engine and the cluster again (idempotent); "" or what failed, in one line."""
+    try:
+        engine.ensure_engine()
+        tfcluster.up(cluster.config)
+    except TfshipError as exc:
+        return exc.one_line()
+    return ""

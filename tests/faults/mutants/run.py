@@ -4,7 +4,7 @@
 
 Each mutant in mutants.json replaces one exact piece of text in one or more files (it must be found exactly once),
 runs the guarding test (real engine, registry and cluster, as the fault suite itself), and puts the files back,
-also on Ctrl-C. Prints one line per mutant: red (the test caught it) or GREEN (it did not), with the first
+also on Ctrl-C, then runs the mutant's "after" command if it has one. Prints one line per mutant: red (the test caught it) or GREEN (it did not), with the first
 failing line. Not part of `./run test`: the whole list takes about 25 minutes. Nothing here is sent anywhere but
 loopback and the containers and pods the tests start.
 """
@@ -54,7 +54,12 @@ def run(mutant: dict) -> tuple[bool, str]:
         return True, f"timed out after {TEST_TIMEOUT}s"
     finally:
         restore(originals)
-    where = next((line for line in result.stdout.splitlines() if re.match(r"^tests/.*:\d+: ", line)), "")
+        if mutant.get("after"):  # put the machine back where a mutant broke more than files (e.g. stopped dockerd)
+            subprocess.run(mutant["after"], shell=True, cwd=REPO, timeout=TEST_TIMEOUT, check=False,
+                           env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    # Where the test itself failed, before any teardown error (pytest prints ERRORS before FAILURES).
+    failures = result.stdout.split("= FAILURES =", 1)[-1]
+    where = next((line for line in failures.splitlines() if re.match(r"^tests/.*:\d+: ", line)), "")
     return result.returncode != 0, where
 
 
