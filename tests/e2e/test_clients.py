@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from model_fixtures import export_models
 
-from tfship import clients, deploy, export, images, models, push, registry, service, smoke
+from tfship import clients, deploy, images, models, push, registry, service, smoke
 from tfship import cluster as tfcluster
 from tfship import config as tfconfig
 from tfship.exporters import mnist
@@ -60,7 +61,7 @@ def app(cluster):
             # Short, so a bounded window holds many reconnections (test_load_spread...); tfship.yaml has 30 s.
             "serving.grpc_max_connection_age_ms": CONNECTION_AGE_MS,
         })
-        export.export(config, in_devel=False)
+        export_models(config)
         models.add(config, keras_file(root / "imported.keras"), "imported")
         images.build(config)
         registry.up(config)

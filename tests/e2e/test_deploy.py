@@ -18,10 +18,11 @@ from pathlib import Path
 import docker
 import pytest
 import requests
+from model_fixtures import export_models
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, render, rollout
+from tfship import deploy, images, push, registry, render, rollout
 from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.errors import KubernetesError
 from tfship.portforward import PortForward
@@ -73,7 +74,7 @@ def workdir():
 def good_app(cluster, workdir) -> App:
     """The real serving image with half_plus_two, pushed to the local insecure registry."""
     config = e2e_config(workdir, "good")
-    export.export(config, in_devel=False)
+    export_models(config)
     images.build(config, ["serving"])
     registry.up(config)
     return App(config, push.push(config))

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from cluster_fixtures import load_pod
+from model_fixtures import export_models
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, smoke
+from tfship import deploy, images, push, registry, smoke
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +116,7 @@ def remove_namespace_afterwards(cluster):
 
 def test_new_model_version_rolls_out_under_load_with_zero_failed_requests(cluster, workdir):
     config = rollout_config(workdir)
-    [first] = export.export(config, in_devel=False)
+    [first] = export_models(config)
     registry.up(config)
     ship(config)
     deploy.deploy(config, 3)
@@ -129,7 +130,7 @@ def test_new_model_version_rolls_out_under_load_with_zero_failed_requests(cluste
                                                        LOAD_SCRIPT, env, {"cpu": "100m", "memory": "256Mi"}))
     cluster.pod_log_containing(LOAD_POD, NAMESPACE, "load started", timeout=300)
 
-    [second] = export.export(config, in_devel=False)
+    [second] = export_models(config)
     assert second.version == new_version
     started = time.monotonic()
     ship(config)

@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from model_fixtures import export_models
 
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, smoke
+from tfship import deploy, images, push, registry, smoke
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def built(cluster, tmp_path_factory) -> tfconfig.Config:
         "kubernetes.namespace": NAMESPACE,
         "kubernetes.resources.cpu_request": "100m",  # other namespaces share the node
     })
-    export.export(config, in_devel=False)
+    export_models(config)
     images.build(config, ["serving"])
     registry.up(config)
     push.push(config)

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from model_fixtures import export_models
 
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, render, smoke
+from tfship import deploy, images, push, registry, render, smoke
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from registry_fixtures import Policy, TokenRegistry, untag  # noqa: E402
@@ -50,7 +51,7 @@ def app(cluster, token_registry, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(registry.USERNAME_ENV, USERNAME)
         patch.setenv(registry.PASSWORD_ENV, PASSWORD)
-        export.export(config, in_devel=False)
+        export_models(config)
         images.build(config, ["serving"])
         pushed = push.push(config)
         try:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from model_fixtures import export_models
 
 from tfship import config as tfconfig
-from tfship import deploy, export, images, push, registry, smoke
+from tfship import deploy, images, push, registry, smoke
 from tfship.web import stages
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +52,7 @@ def e2e_config(root: Path) -> tfconfig.Config:
 def deployed(cluster):
     with tempfile.TemporaryDirectory(prefix="tfship-e2e-web-") as folder:
         config = e2e_config(Path(folder))
-        export.export(config, in_devel=False)
+        export_models(config)
         images.build(config, ["serving", "web"])
         registry.up(config)
         artifacts = push.push(config)

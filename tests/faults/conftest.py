@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from cluster_fixtures import cluster  # noqa: E402,F401 (the shared cluster fixture, for the cluster faults)
+from model_fixtures import export_models  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,12 +115,12 @@ class Shipped:
 
 @pytest.fixture(scope="session")
 def shipped(cluster):
-    from tfship import export, images, push, registry
+    from tfship import images, push, registry
 
     with tempfile.TemporaryDirectory(prefix="tfship-faults-ship-") as folder:
         ship = Shipped(Path(folder))
         config = ship.config("faults-unused", 1)
-        export.export(config, in_devel=False)
+        export_models(config)
         registry.up(config)
         images.build(config, images=["serving"])
         push.push(config)

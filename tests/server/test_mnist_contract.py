@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
+from model_fixtures import export_models
 
-from tfship import clients, export, render, service
+from tfship import clients, render, service
 from tfship.config import Config, ModelSpec
 from tfship.exporters import mnist
 
@@ -25,7 +26,7 @@ NUM_TESTS = 100
 def exported(tmp_path_factory) -> Config:
     config = Config(root=tmp_path_factory.mktemp("project"),
                     models=[ModelSpec(name="mnist", exporter="mnist", signatures=["serving_default", "predict_images"])])
-    [result] = export.export(config, in_devel=False)
+    [result] = export_models(config)
     assert result.summary["accuracy"] >= mnist.MIN_ACCURACY
     return config
 

@@ -7,8 +7,9 @@ else (known answers from the exporters' samples, status, metadata, predict over 
 from __future__ import annotations
 
 import pytest
+from model_fixtures import export_models
 
-from tfship import export, images, smoke
+from tfship import images, smoke
 from tfship.artifacts import Artifacts
 from tfship.config import Config, ModelSpec
 
@@ -29,7 +30,7 @@ def exported(tmp_path_factory) -> Config:
                   signatures=["serving_default", "classify_x_to_y", "regress_x_to_y"]),
         ModelSpec(name="digits", exporter="digits", signatures=["serving_default", "classify"]),
     ])
-    export.export(config, in_devel=False)
+    export_models(config)
     return config
 
 
