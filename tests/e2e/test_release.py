@@ -31,11 +31,12 @@ import docker
 import pytest
 import yaml
 from cluster_fixtures import load_pod
+from model_fixtures import export_models
 
 from tfship import artifacts as tfartifacts
 from tfship import cluster as tfcluster
 from tfship import config as tfconfig
-from tfship import export, history, images, models, push, registry, release, render
+from tfship import history, images, models, push, registry, release, render
 from tfship.artifacts import Artifacts, ImageArtifact, ServingRecord
 
 pytestmark = pytest.mark.e2e
@@ -47,8 +48,9 @@ CRASH_IMAGE = "tfship-e2e-release-crash"
 LOAD_POD = "tfship-release-load"
 LOAD_MAX_SECONDS = 900  # hard cap; the test stops the load as soon as the release returns
 LOAD_INTERVAL_SECONDS = 0.05
-LOAD_SETTLE_SECONDS = 20  # load kept going after the release returns
-SLOW_SECONDS = 0.3  # per Predict call of the slow version
+LOAD_SETTLE_SECONDS = 20  # load kept going after a promotion returns (old pods drain, channels move)
+REJECTED_SETTLE_SECONDS = 3  # after a rejection the Service's pods never changed: nothing left to drain
+SLOW_SECONDS = 0.12  # per Predict call of the slow version: p99 ~270 ms vs 40-60 ms serving, limit x2 (+50 ms)
 
 # Runs inside the cluster, bounded in time; prints one JSON line at the end. No retries: a failure is counted.
 LOAD_SCRIPT = r"""
@@ -227,10 +229,10 @@ class Load:
         cluster.pod_log_containing(LOAD_POD, NAMESPACE, "load started", timeout=300)
         time.sleep(3)  # a few requests before the release starts
 
-    def stop(self) -> dict:
+    def stop(self, settle_seconds: float) -> dict:
         # Old pods drain for a few seconds after a rollout completes (preStop): keep sending through that, so the
         # long-lived gRPC channel has moved to a new pod and anything that could fail has had its chance.
-        time.sleep(LOAD_SETTLE_SECONDS)
+        time.sleep(settle_seconds)
         self.cluster.kubectl("exec", LOAD_POD, "-n", NAMESPACE, "--", "touch", "/control/stop")
         logs = self.cluster.pod_log_containing(LOAD_POD, NAMESPACE, "RESULT ", timeout=60)
         self.cluster.kubectl("delete", "pod", LOAD_POD, "-n", NAMESPACE, "--wait=false", check=False)
@@ -292,7 +294,7 @@ def release_through_invoke(s: State, name: str) -> subprocess.CompletedProcess:
 
 def test_the_first_release_is_promoted_on_absolute_checks(cluster, state):
     s = state
-    [first] = export.export(s.config, in_devel=False)
+    [first] = export_models(s.config)
     assert first.version == 1
     registry.up(s.config)
     s.v1 = ship(s.config)
@@ -305,12 +307,12 @@ def test_the_first_release_is_promoted_on_absolute_checks(cluster, state):
 
 def test_an_equally_good_version_is_promoted_under_load_with_zero_failed_requests(cluster, state):
     s = state
-    [second] = export.export(s.config, in_devel=False)
+    [second] = export_models(s.config)
     assert second.version == 2
     s.v2 = ship(s.config)
     load = Load(cluster, s.config, s.v2.image("devel").pinned_ref, s.row)
     result = release_through_invoke(s, "v2")
-    figures = s.load["promoted"] = load.stop()
+    figures = s.load["promoted"] = load.stop(LOAD_SETTLE_SECONDS)
     print(f"load during the promoted release: {json.dumps(figures)}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (figures["grpc_failed"], figures["rest_failed"]) == (0, 0), figures["errors"]
@@ -325,7 +327,7 @@ def test_a_version_trained_on_shuffled_labels_is_rejected_and_never_answers(clus
     shuffled = ship(s.config)
     load = Load(cluster, s.config, s.v2.image("devel").pinned_ref, s.row)
     result = release_through_invoke(s, "v3 shuffled labels")
-    figures = s.load["rejected"] = load.stop()
+    figures = s.load["rejected"] = load.stop(REJECTED_SETTLE_SECONDS)
     print(f"load during the rejected release: {json.dumps(figures)}")
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]
