@@ -428,20 +428,33 @@ def _job_pods(config: Config, name: str) -> list[dict]:
                                       f"job-name={name}", "-o", "json").stdout)["items"]
 
 
-def _wait_job_started(config: Config, name: str, timeout: float = 300.0) -> None:
-    """Until the Job's pod runs (or already ended); a pull failure is reported at once."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pod in _job_pods(config, name):
-            phase = pod.get("status", {}).get("phase")
-            if phase in ("Running", "Succeeded", "Failed"):
-                return
-            for status in pod.get("status", {}).get("containerStatuses", []):
-                reason = status.get("state", {}).get("waiting", {}).get("reason", "")
-                if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"):
-                    raise KubernetesError(f"the evaluate Job's pod cannot start: {reason}",
-                                          "push the devel image: invoke build push")
-        time.sleep(1.0)
+def _wait_job_started(config: Config, name: str, timeout: float = 300.0, *,
+                      pods: Callable[[], list[dict]] | None = None,
+                      clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until the Job's pod runs (or already ended). A problem waiting will not fix fails at once; a pull failure
+    only once it lasted rollout.PULL_PATIENCE_SECONDS (a just-created pull secret may miss the first pull)."""
+    from tfship import rollout
+
+    read = pods or (lambda: _job_pods(config, name))
+    deadline = clock() + timeout
+    pull_failing_since: float | None = None
+    while clock() < deadline:
+        found = read()
+        if any(pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for pod in found):
+            return
+        problem = rollout.diagnose(found)
+        if problem is not None and problem.may_pass:
+            pull_failing_since = clock() if pull_failing_since is None else pull_failing_since
+            if clock() - pull_failing_since < rollout.PULL_PATIENCE_SECONDS:
+                problem = None
+        elif problem is None:
+            pull_failing_since = None
+        if problem is not None:
+            raise KubernetesError(f"the evaluate Job's pod {problem.pod} cannot start: {problem.detail}",
+                                  "push the devel image (invoke build push) and check the pull secret"
+                                  if problem.kind == "pull" else f"kubectl describe pod -n "
+                                  f"{config.kubernetes.namespace} {problem.pod}")
+        sleep(1.0)
     raise KubernetesError(f"the evaluate Job {name} did not start within {timeout:.0f}s",
                           f"kubectl describe job -n {config.kubernetes.namespace} {name}")
 

@@ -248,3 +248,49 @@ def test_replica_counts_reads_every_ready_pod_through_its_own_forward(monkeypatc
     counts = service.replica_counts(Config(root=tmp_path), "mnist")
     assert counts == {"a": 14, "b": None}  # c is not Ready; b serves no metrics
     assert "unavailable" in service.format_replica_counts(counts, counts)
+
+
+def job_pod(phase: str = "Pending", waiting: str = "") -> dict:
+    statuses = [{"name": "evaluate", "state": {"waiting": {"reason": waiting, "message": "pull access denied"}}}]
+    return {"metadata": {"name": "tfship-evaluate-x-abcde"},
+            "status": {"phase": phase, "containerStatuses": statuses if waiting else []}}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def wait_job(tmp_path, states: list[list[dict]]) -> FakeClock:
+    """Run _wait_job_started over these successive pod lists (the last one repeats) on a fake clock."""
+    clock = FakeClock()
+    reads = iter(states)
+    last: list[list[dict]] = [states[-1]]
+
+    def pods() -> list[dict]:
+        last[0] = next(reads, last[0])
+        return last[0]
+
+    clients._wait_job_started(Config(root=tmp_path), "tfship-evaluate-x", 300, pods=pods, clock=clock,
+                              sleep=clock.sleep)
+    return clock
+
+
+def test_the_evaluate_job_waits_out_a_first_failed_pull(tmp_path):
+    # The kubelet's first pull may go out without a just-created pull secret (node authorizer lag); it retries.
+    clock = wait_job(tmp_path, [[job_pod(waiting="ErrImagePull")]] * 12 + [[job_pod("Running")]])
+    assert clock.now == 12
+
+
+def test_the_evaluate_job_fails_on_a_pull_that_keeps_failing_and_on_an_invalid_name_at_once(tmp_path):
+    with pytest.raises(TfshipError, match="cannot start: ErrImagePull: pull access denied") as failed:
+        wait_job(tmp_path, [[job_pod(waiting="ErrImagePull")]])
+    assert "push the devel image" in failed.value.one_line()
+    with pytest.raises(TfshipError, match="cannot start: InvalidImageName"):
+        wait_job(tmp_path, [[job_pod(waiting="InvalidImageName")]])
