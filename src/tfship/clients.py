@@ -437,18 +437,12 @@ def _wait_job_started(config: Config, name: str, timeout: float = 300.0, *,
 
     read = pods or (lambda: _job_pods(config, name))
     deadline = clock() + timeout
-    pull_failing_since: float | None = None
+    patience = rollout.PullPatience(clock)
     while clock() < deadline:
         found = read()
         if any(pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for pod in found):
             return
-        problem = rollout.diagnose(found)
-        if problem is not None and problem.may_pass:
-            pull_failing_since = clock() if pull_failing_since is None else pull_failing_since
-            if clock() - pull_failing_since < rollout.PULL_PATIENCE_SECONDS:
-                problem = None
-        elif problem is None:
-            pull_failing_since = None
+        problem = patience.hopeless(rollout.diagnose(found))
         if problem is not None:
             raise KubernetesError(f"the evaluate Job's pod {problem.pod} cannot start: {problem.detail}",
                                   "push the devel image (invoke build push) and check the pull secret"

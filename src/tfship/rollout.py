@@ -10,7 +10,7 @@ unschedulable pod, a container that cannot be created, or the progress deadline 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tfship import render
@@ -47,6 +47,21 @@ class Problem:
     container: str
     detail: str
     may_pass: bool = False  # a pull failure that a retry can still fix (see PULL_PATIENCE_SECONDS)
+
+
+@dataclass
+class PullPatience:
+    """Holds back a pull failure a retry may still fix (Problem.may_pass) until it has lasted PULL_PATIENCE_SECONDS
+    for its pod; every other problem goes through at once. One per wait."""
+
+    clock: Callable[[], float]
+    failing_since: dict[str, float] = field(default_factory=dict)
+
+    def hopeless(self, problem: Problem | None) -> Problem | None:
+        if problem is None or not problem.may_pass:
+            return problem
+        now = self.clock()
+        return None if now - self.failing_since.setdefault(problem.pod, now) < PULL_PATIENCE_SECONDS else problem
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -209,7 +224,7 @@ class App:
         The controller must have observed the applied spec first, or an old, complete status would count."""
         self._wait_observed(deadline)
         last_line = ""
-        pull_failing_since: dict[str, float] = {}
+        patience = PullPatience(self.clock)
         while True:
             objects = self.labelled("deployments,replicasets,pods")
             deployment = next((o for o in objects if o.get("kind") == "Deployment"
@@ -226,11 +241,7 @@ class App:
                 and o["metadata"].get("labels", {}).get("pod-template-hash") == template_hash
                 and not o["metadata"].get("deletionTimestamp")
             ]
-            problem = diagnose(new_pods)
-            if problem is not None and problem.may_pass:
-                now = self.clock()
-                if now - pull_failing_since.setdefault(problem.pod, now) < PULL_PATIENCE_SECONDS:
-                    problem = None
+            problem = patience.hopeless(diagnose(new_pods))
             if problem is not None:
                 raise self.explain(problem)
             stalled = deadline_exceeded(deployment)
