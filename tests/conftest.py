@@ -3,6 +3,7 @@ one layer with `-m unit` (no Docker), `-m server`, `-m web`, `-m integration`, `
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ LAYERS = {
     "e2e": "the real Kubernetes cluster",
 }
 TESTS = Path(__file__).resolve().parent
+# The helpers every layer imports by name (cluster_fixtures, model_fixtures, registry_fixtures, ...).
+sys.path.insert(0, str(TESTS / "fixtures"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from model_fixtures import export_models
 from tfship import config as tfconfig
 from tfship import deploy, images, push, registry, render, smoke
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from registry_fixtures import Policy, TokenRegistry, untag  # noqa: E402
+from registry_fixtures import Policy, TokenRegistry, untag
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ Also: the dockerd-restart test runs last (it disturbs everything on the engine),
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from cluster_fixtures import cluster  # noqa: E402,F401 (the shared cluster fixture, for the cluster faults)
-from model_fixtures import export_models  # noqa: E402
+from cluster_fixtures import cluster  # noqa: F401 (the shared cluster fixture, for the cluster faults)
+from model_fixtures import export_models
 
 REPO = Path(__file__).resolve().parents[2]
 

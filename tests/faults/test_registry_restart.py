@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import docker.errors
 import pytest
@@ -20,8 +18,7 @@ from tfship.artifacts import Artifacts
 from tfship.config import Config, RegistryConfig
 from tfship.registry.local import LocalSite
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from registry_fixtures import docker_client, free_port, make_image, make_tiny_image  # noqa: E402,F401 (fixtures)
+from registry_fixtures import docker_client, free_port, make_image, make_tiny_image  # noqa: F401 (fixtures)
 
 RESTART_AFTER = 2.0  # seconds the registry stays dead
 LAYER_BYTES = 48 << 20  # big enough that the kill lands while the layer is being uploaded

@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,8 +22,7 @@ from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError, TfshipError
 from tfship.host import apt, proc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from registry_fixtures import docker_client, free_port, make_image  # noqa: E402,F401,F811 (fixtures)
+from registry_fixtures import docker_client, free_port, make_image  # noqa: F401,F811 (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import stat
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,7 @@ from tfship import engine, registry
 from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from registry_fixtures import free_port  # noqa: E402
+from registry_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,6 @@ server written for the test (RS256 JWTs with x5c), TLS with a generated CA, all 
 from __future__ import annotations
 
 import secrets
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +12,7 @@ from tfship.artifacts import Artifacts, ImageArtifact
 from tfship.config import Config, RegistryConfig
 from tfship.errors import RegistryError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from registry_fixtures import (  # noqa: E402,F401,F811 (fixtures)
+from registry_fixtures import (  # noqa: F401,F811 (fixtures)
     SERVICE, Policy, TokenRegistry, credential_helper, docker_client, make_image, write_docker_config)
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from typing import Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # server_harness, tiny_models
-sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures"))  # model_fixtures
 
 from server_harness import ServerProcess  # noqa: E402
 

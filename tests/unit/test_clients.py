@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from fake_clock import FakeClock
 from PIL import Image
 
 from tfship import clients, cluster, models, service
@@ -254,17 +255,6 @@ def job_pod(phase: str = "Pending", waiting: str = "") -> dict:
     statuses = [{"name": "evaluate", "state": {"waiting": {"reason": waiting, "message": "pull access denied"}}}]
     return {"metadata": {"name": "tfship-evaluate-x-abcde"},
             "status": {"phase": phase, "containerStatuses": statuses if waiting else []}}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait_job(tmp_path, states: list[list[dict]]) -> FakeClock:

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fake_clock import FakeClock
 
 from tfship import artifacts as tfartifacts
 from tfship import config as tfconfig
@@ -107,17 +108,6 @@ class FakeKubectl(kubectl.Reads):
     @staticmethod
     def _done(stdout: str) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(["kubectl"], 0, stdout, "")
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

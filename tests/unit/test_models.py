@@ -7,7 +7,6 @@ image runs (tests/integration/test_export.py runs it there).
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,7 @@ from tfship import config as tfconfig
 from tfship import export, models
 from tfship.errors import ConfigError, ModelError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-import model_fixtures  # noqa: E402
+import model_fixtures
 
 HALF_PLUS_TWO_SIGNATURES = ["serving_default", "classify_x_to_y", "regress_x_to_y", "regress_x_to_y2", "regress_x2_to_y3"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import sys
 from pathlib import Path
 
 import bcrypt
@@ -19,8 +18,7 @@ from tfship.artifacts import Artifacts, ImageArtifact, save
 from tfship.config import Config, RegistryConfig
 from tfship.errors import ConfigError, RegistryError, TfshipError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from registry_fixtures import credential_helper, write_docker_config  # noqa: E402
+from registry_fixtures import credential_helper, write_docker_config
 
 PASSWORD_ENV = registry.PASSWORD_ENV
 USERNAME_ENV = registry.USERNAME_ENV
