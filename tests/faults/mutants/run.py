@@ -4,9 +4,10 @@
 
 Each mutant in mutants.json replaces one exact piece of text in one or more files (it must be found exactly once),
 runs the guarding test (real engine, registry and cluster, as the fault suite itself), and puts the files back,
-also on Ctrl-C, then runs the mutant's "after" command if it has one. Prints one line per mutant: red (the test caught it) or GREEN (it did not), with the first
-failing line. Not part of `./run test`: the whole list takes about 25 minutes. Nothing here is sent anywhere but
-loopback and the containers and pods the tests start.
+also on Ctrl-C, then runs the mutant's "after" command if it has one (e.g. start dockerd again). Prints one line
+per mutant: red (the test caught it) or GREEN (it did not), with the test's first failing line. Not part of
+`./run test`: the whole list takes about an hour. Nothing here is sent anywhere but loopback and the containers and
+pods the tests start.
 """
 
 from __future__ import annotations
