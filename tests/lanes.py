@@ -39,6 +39,7 @@ class Lane:
         self.name = name
         self.started = time.monotonic()
         self.summary = ""
+        self.seconds = 0.0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pytest", *paths, f"--basetemp={basetemp}", *args], cwd=REPO,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -52,11 +53,11 @@ class Lane:
                 self.summary = line.strip("= \n")
             sys.stdout.write(f"[{self.name}] {line}")
             sys.stdout.flush()
+        self.seconds = time.monotonic() - self.started  # its own end, however long the other lane runs on
 
     def wait(self) -> int:
         code = self.process.wait()
         self.relay.join(timeout=10)
-        self.seconds = time.monotonic() - self.started
         return code
 
     def stop(self, forward: bool) -> None:

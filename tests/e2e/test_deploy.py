@@ -345,6 +345,9 @@ def test_a_wrong_pull_secret_is_a_clear_pull_error(cluster, unheld_auth_image, m
     deploy.destroy(app.config)
     monkeypatch.setenv(registry.USERNAME_ENV, "tfship")
     monkeypatch.setenv(registry.PASSWORD_ENV, "not-the-password")
+    # A wrong password fails every retry: the 30 s a just-created secret gets would only be waited out here (the
+    # patience itself has unit tests).
+    monkeypatch.setattr(rollout, "PULL_PATIENCE_SECONDS", 8.0)
 
     with pytest.raises(KubernetesError) as failed:
         deploy.deploy(app.config, 1)
