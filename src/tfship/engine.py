@@ -133,6 +133,9 @@ def ensure_engine(config: Config | None = None) -> str:
     with step("Starting a Docker engine") as progress:
         if shutil.which("dockerd") is None:
             install_docker_io(progress)
+        ended = end_half_started_containers()
+        if ended:
+            progress.update(f"ended {ended} container start(s) the last dockerd left half done")
         start_dockerd()
         version = engine_answers()
         if version is None:
@@ -149,6 +152,41 @@ def install_docker_io(progress) -> None:
         )
     progress.update("installing Debian's docker.io")
     apt.ensure_packages(["docker.io"], error=DockerError, why="for a Docker engine")
+
+
+def end_half_started_containers(proc_root: Path = Path("/proc"), kill=os.kill) -> int:
+    """Ends containers that a dockerd which is gone was still starting; returns how many. Only called while no
+    dockerd runs, so no start can be in progress.
+
+    When dockerd stops while the kubelet starts a container, the container's shim outlives it with `runc init`
+    waiting for a start that never comes, and keeps the container's network namespace, so its IP, which the next
+    dockerd hands out again: a pod that gets it is never reachable (its probes land in the leftover namespace).
+    A shim of Docker's ("moby") namespace whose processes are all `runc init` is such a leftover; a running
+    container's shim (an engine with live-restore) has the container's own process and is left alone."""
+    processes: dict[int, tuple[int, list[str]]] = {}  # pid -> (parent pid, argv)
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or a kernel thread
+        processes[int(entry.name)] = (parent, [arg.decode(errors="replace") for arg in argv if arg])
+    ended = 0
+    for pid, (_, argv) in processes.items():
+        if not (argv and argv[0].endswith("containerd-shim-runc-v2") and "moby" in argv[1:]):
+            continue
+        children = [child for child, (parent, _) in processes.items() if parent == pid]
+        if not children or any(processes[child][1][:2] != ["runc", "init"] for child in children):
+            continue
+        for doomed in (*children, pid):
+            try:
+                kill(doomed, 9)
+            except ProcessLookupError:
+                pass
+        ended += 1
+    return ended
 
 
 def dockerd_log() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -22,6 +23,7 @@ def starts(monkeypatch):
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.setattr(engine, "start_dockerd", lambda *a, **k: started.append("start_dockerd"))
     monkeypatch.setattr(engine, "install_docker_io", lambda *a, **k: started.append("install_docker_io"))
+    monkeypatch.setattr(engine, "end_half_started_containers", lambda *a, **k: started.append("end_half_started") or 0)
     return started
 
 
@@ -80,7 +82,7 @@ def test_no_socket_at_all_starts_an_engine(tmp_path, monkeypatch, starts):
     monkeypatch.setattr(engine.apt, "is_root", lambda: True)
     with pytest.raises(DockerError):  # the recorded start makes nothing answer afterwards
         engine.ensure_engine()
-    assert "start_dockerd" in starts
+    assert starts == ["end_half_started", "start_dockerd"]  # the last engine's leftovers go before a new one starts
 
 
 def test_a_stale_socket_nobody_listens_on_counts_as_no_engine(tmp_path, monkeypatch, starts):
@@ -89,3 +91,30 @@ def test_a_stale_socket_nobody_listens_on_counts_as_no_engine(tmp_path, monkeypa
         stale.bind(str(path))  # the file stays; nothing listens
     client_at(monkeypatch, f"unix://{path}")
     assert engine.probe().absent
+
+
+def fake_process(proc: Path, pid: int, parent: int, *argv: str) -> None:
+    (proc / str(pid)).mkdir()
+    (proc / str(pid) / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in argv) + b"\0")
+    (proc / str(pid) / "stat").write_text(f"{pid} ({argv[0][:15]}) S {parent} {pid} {pid} 0 -1\n")
+
+
+SHIM = "/usr/bin/containerd-shim-runc-v2"
+
+
+def test_only_shims_left_waiting_in_runc_init_are_ended(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    fake_process(proc, 10, 1, SHIM, "-namespace", "moby", "-id", "a" * 64, "-address", "/run/containerd.sock")
+    fake_process(proc, 11, 10, "runc", "init")  # a start the last dockerd never finished
+    fake_process(proc, 20, 1, SHIM, "-namespace", "moby", "-id", "b" * 64)
+    fake_process(proc, 21, 20, "python", "-m", "tfship.server")  # a running container (live-restore): kept
+    fake_process(proc, 30, 1, SHIM, "-namespace", "k8s.io", "-id", "c" * 64)
+    fake_process(proc, 31, 30, "runc", "init")  # another containerd's: not Docker's to end
+    fake_process(proc, 40, 1, SHIM, "-namespace", "moby", "-id", "d" * 64)  # no child at all: nothing holds an IP
+    (proc / "41").mkdir()  # gone while being read
+    (proc / "self").mkdir()
+    killed: list[tuple[int, int]] = []
+
+    assert engine.end_half_started_containers(proc, kill=lambda pid, sig: killed.append((pid, sig))) == 1
+    assert killed == [(11, 9), (10, 9)]
