@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfship.host import apt, proc
+from tfship.host import apt, proc, processes
 from tfship.config import Config, state_dir
 from tfship.errors import DockerError
 from tfship.progress import step
@@ -154,39 +155,33 @@ def install_docker_io(progress) -> None:
     apt.ensure_packages(["docker.io"], error=DockerError, why="for a Docker engine")
 
 
-def end_half_started_containers(proc_root: Path = Path("/proc"), kill=os.kill) -> int:
-    """Ends containers that a dockerd which is gone was still starting; returns how many. Only called while no
-    dockerd runs, so no start can be in progress.
+def end_half_started_containers() -> int:
+    """Ends containers that a dockerd which is gone was still starting (half_started_containers); returns how many.
+    Only called while no dockerd runs, so no start can be in progress."""
+    leftovers = half_started_containers(processes.list_processes())
+    processes.signal_all([pid for group in leftovers for pid in group], signal.SIGKILL)
+    return len(leftovers)
+
+
+def half_started_containers(table: list[processes.ProcessInfo]) -> list[list[int]]:
+    """The pids of each leftover container start in the process table: its `runc init` processes, then its shim.
 
     When dockerd stops while the kubelet starts a container, the container's shim outlives it with `runc init`
     waiting for a start that never comes, and keeps the container's network namespace, so its IP, which the next
     dockerd hands out again: a pod that gets it is never reachable (its probes land in the leftover namespace).
     A shim of Docker's ("moby") namespace whose processes are all `runc init` is such a leftover; a running
     container's shim (an engine with live-restore) has the container's own process and is left alone."""
-    processes: dict[int, tuple[int, list[str]]] = {}  # pid -> (parent pid, argv)
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
+    children: dict[int, list[processes.ProcessInfo]] = {}
+    for process in table:
+        children.setdefault(process.parent, []).append(process)
+    leftovers = []
+    for shim in table:
+        if not (shim.argv and shim.argv[0].endswith("containerd-shim-runc-v2") and "moby" in shim.argv[1:]):
             continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile, or a kernel thread
-        processes[int(entry.name)] = (parent, [arg.decode(errors="replace") for arg in argv if arg])
-    ended = 0
-    for pid, (_, argv) in processes.items():
-        if not (argv and argv[0].endswith("containerd-shim-runc-v2") and "moby" in argv[1:]):
-            continue
-        children = [child for child, (parent, _) in processes.items() if parent == pid]
-        if not children or any(processes[child][1][:2] != ["runc", "init"] for child in children):
-            continue
-        for doomed in (*children, pid):
-            try:
-                kill(doomed, 9)
-            except ProcessLookupError:
-                pass
-        ended += 1
-    return ended
+        inside = children.get(shim.pid, [])
+        if inside and all(child.argv[:2] == ("runc", "init") for child in inside):
+            leftovers.append([*(child.pid for child in inside), shim.pid])
+    return leftovers
 
 
 def dockerd_log() -> Path:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import threading
-from pathlib import Path
 
 import docker
 import docker.errors
@@ -14,6 +15,8 @@ import urllib3
 
 from tfship import engine
 from tfship.errors import DockerError
+from tfship.host import processes
+from tfship.host.processes import ProcessInfo
 
 
 @pytest.fixture
@@ -93,28 +96,34 @@ def test_a_stale_socket_nobody_listens_on_counts_as_no_engine(tmp_path, monkeypa
     assert engine.probe().absent
 
 
-def fake_process(proc: Path, pid: int, parent: int, *argv: str) -> None:
-    (proc / str(pid)).mkdir()
-    (proc / str(pid) / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in argv) + b"\0")
-    (proc / str(pid) / "stat").write_text(f"{pid} ({argv[0][:15]}) S {parent} {pid} {pid} 0 -1\n")
-
-
 SHIM = "/usr/bin/containerd-shim-runc-v2"
 
 
-def test_only_shims_left_waiting_in_runc_init_are_ended(tmp_path):
-    proc = tmp_path / "proc"
-    proc.mkdir()
-    fake_process(proc, 10, 1, SHIM, "-namespace", "moby", "-id", "a" * 64, "-address", "/run/containerd.sock")
-    fake_process(proc, 11, 10, "runc", "init")  # a start the last dockerd never finished
-    fake_process(proc, 20, 1, SHIM, "-namespace", "moby", "-id", "b" * 64)
-    fake_process(proc, 21, 20, "python", "-m", "tfship.server")  # a running container (live-restore): kept
-    fake_process(proc, 30, 1, SHIM, "-namespace", "k8s.io", "-id", "c" * 64)
-    fake_process(proc, 31, 30, "runc", "init")  # another containerd's: not Docker's to end
-    fake_process(proc, 40, 1, SHIM, "-namespace", "moby", "-id", "d" * 64)  # no child at all: nothing holds an IP
-    (proc / "41").mkdir()  # gone while being read
-    (proc / "self").mkdir()
-    killed: list[tuple[int, int]] = []
+def process(pid: int, parent: int, *argv: str) -> ProcessInfo:
+    return ProcessInfo(pid, 1, "", argv, parent)
 
-    assert engine.end_half_started_containers(proc, kill=lambda pid, sig: killed.append((pid, sig))) == 1
-    assert killed == [(11, 9), (10, 9)]
+
+def test_only_shims_left_waiting_in_runc_init_are_ended():
+    table = [
+        process(10, 1, SHIM, "-namespace", "moby", "-id", "a" * 64, "-address", "/run/containerd.sock"),
+        process(11, 10, "runc", "init"),  # a start the last dockerd never finished
+        process(20, 1, SHIM, "-namespace", "moby", "-id", "b" * 64),
+        process(21, 20, "python", "-m", "tfship.server"),  # a running container (live-restore): kept
+        process(30, 1, SHIM, "-namespace", "k8s.io", "-id", "c" * 64),
+        process(31, 30, "runc", "init"),  # another containerd's: not Docker's to end
+        process(40, 1, SHIM, "-namespace", "moby", "-id", "d" * 64),  # no child at all: nothing holds an IP
+        process(50, 1, SHIM, "-namespace", "moby", "-id", "e" * 64),
+        process(51, 50, "/pause"),
+        process(52, 50, "runc", "init"),  # a `docker exec` starting in a running container: kept
+    ]
+    assert engine.half_started_containers(table) == [[11, 10]]
+
+
+def test_the_process_table_knows_each_parent():
+    child = subprocess.Popen(["sleep", "30"])  # its parent (us) is neither its process group nor its session
+    try:
+        [found] = [p for p in processes.list_processes() if p.pid == child.pid]
+        assert found.parent == os.getpid()
+    finally:
+        child.kill()
+        child.wait()

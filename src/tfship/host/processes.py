@@ -20,6 +20,7 @@ class ProcessInfo:
     session: int
     exe: str
     argv: tuple[str, ...]
+    parent: int = 0
 
 
 def list_processes() -> list[ProcessInfo]:
@@ -30,8 +31,9 @@ def list_processes() -> list[ProcessInfo]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            # Field 6 (session) comes after the command name, which may hold spaces: split after its ')'.
-            session = int(stat[stat.rindex(")") + 2:].split()[3])
+            # Fields 4 (parent) and 6 (session) come after the command name, which may hold spaces: split after ')'.
+            fields = stat[stat.rindex(")") + 2:].split()
+            parent, session = int(fields[1]), int(fields[3])
             argv = tuple(a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a)
             try:
                 exe = os.readlink(entry / "exe")
@@ -39,7 +41,7 @@ def list_processes() -> list[ProcessInfo]:
                 exe = ""
         except (OSError, ValueError, IndexError):
             continue
-        found.append(ProcessInfo(int(entry.name), session, exe, argv))
+        found.append(ProcessInfo(int(entry.name), session, exe, argv, parent))
     return found
 
 
