@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from tfship.server.flags import USAGE_EXIT_CODE, FlagError, ServerOptions, grpc_channel_arguments, parse_flags
 
 if TYPE_CHECKING:  # the real imports wait for start(): TensorFlow is slow to import, flag errors are not
-    import grpc
-    from grpc_health.v1.health import HealthServicer
-
+    from tfship.server.grpc_front import GrpcioServer, NativeServer
     from tfship.server.models import ModelManager
     from tfship.server.rest_api import RestServer
 
@@ -27,8 +25,7 @@ log = logging.getLogger("tfship.server")
 class RunningServer:
     """A started server (in this process); stop() drains it. Used by the CLI, tests and the bench."""
 
-    grpc_server: grpc.Server
-    health: HealthServicer
+    grpc_server: NativeServer | GrpcioServer
     rest_server: RestServer | None
     manager: ModelManager
     grpc_port: int
@@ -39,7 +36,7 @@ class RunningServer:
     def stop(self, grace_seconds: float) -> bool:
         """Stop accepting, let in-flight requests finish within grace_seconds; True when all of them did."""
         self._stopping.set()
-        self.health.enter_graceful_shutdown()
+        self.grpc_server.health.enter_graceful_shutdown()
         deadline = time.monotonic() + grace_seconds
         grpc_done = self.grpc_server.stop(grace_seconds)
         rest_drained = True
@@ -95,9 +92,9 @@ def start(options: ServerOptions) -> RunningServer:
 
     metrics = Metrics()
     try:
-        grpc_server, health = build_grpc_server(manager, metrics, f"{options.bind_address}:{options.port}",
-                                                options.grpc_max_threads, channel_arguments,
-                                                options.max_queued_requests)
+        grpc_server = build_grpc_server(manager, metrics, f"{options.bind_address}:{options.port}",
+                                        options.grpc_max_threads, channel_arguments, options.max_queued_requests,
+                                        options.grpc_front)
     except RuntimeError as error:
         raise RuntimeError(f"cannot listen for gRPC on {options.bind_address}:{options.port}: {error}")
     rest_server = None
@@ -111,8 +108,8 @@ def start(options: ServerOptions) -> RunningServer:
         except OSError as error:
             raise RuntimeError(f"cannot listen for REST on {options.bind_address}:{options.rest_api_port}: "
                                f"{error.strerror}")
-    manager.on_change = lambda: update_health(health, manager)
-    update_health(health, manager)
+    manager.on_change = lambda: update_health(grpc_server.health, manager)
+    update_health(grpc_server.health, manager)
     try:
         grpc_server.start()
     except RuntimeError as error:
@@ -121,7 +118,8 @@ def start(options: ServerOptions) -> RunningServer:
         raise RuntimeError(f"cannot listen for gRPC on {options.bind_address}:{options.port}: {error}")
     if rest_server is not None:
         threading.Thread(target=rest_server.serve_forever, name="rest-accept", daemon=True).start()
-    log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, options.port)
+    log.info("Running gRPC ModelServer at %s:%d (%s) ...", options.bind_address, options.port,
+             grpc_server.front_name)
     if rest_server is not None:
         log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
 
@@ -134,7 +132,7 @@ def start(options: ServerOptions) -> RunningServer:
             manager.apply_config(read_model_server_config(options.model_config_file))
 
         pollers.append(_poller("config-poll", options.model_config_file_poll_wait_seconds, stopping, reload_config))
-    return RunningServer(grpc_server, health, rest_server, manager, options.port, options.rest_api_port,
+    return RunningServer(grpc_server, rest_server, manager, options.port, options.rest_api_port,
                          pollers, stopping)
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 USAGE_EXIT_CODE = 2
+GRPC_FRONTS = ("auto", "native", "grpcio")
 
 
 class FlagError(Exception):
@@ -45,6 +46,7 @@ class ServerOptions:
     rest_api_read_timeout_in_ms: int = 30000  # a request's headers and body must arrive within this
     rest_api_idle_timeout_in_ms: int = 60000  # a connection with no request started for this long is closed
     max_queued_requests: int = 64  # per protocol, beyond the running ones; then 503 / RESOURCE_EXHAUSTED
+    grpc_front: str = "auto"  # who takes gRPC calls: native (grpc++, grpc_front.py says why), grpcio, or auto
 
 
 def _boolean(text: str) -> bool:
@@ -102,6 +104,8 @@ def parse_flags(argv: list[str]) -> ServerOptions:
     for name in ("grpc_max_threads", "rest_api_num_threads"):
         if getattr(options, name) < 1:
             raise FlagError(f"--{name}={getattr(options, name)} must be at least 1")
+    if options.grpc_front not in GRPC_FRONTS:
+        raise FlagError(f"--grpc_front={options.grpc_front}: expected one of {', '.join(GRPC_FRONTS)}")
     if options.batching_parameters_file and not options.enable_batching:
         raise FlagError("--batching_parameters_file is set without setting --enable_batching to true")
     grpc_channel_arguments(options.grpc_channel_arguments)  # refused now rather than after TensorFlow's import

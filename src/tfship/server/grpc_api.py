@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent import futures
 from typing import Callable, Sequence, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -26,7 +25,7 @@ from tfship.server import inference
 from tfship.server.metrics import Metrics
 from tfship.server.model_config import config_list_problem
 from tfship.server.models import DEFAULT_SIGNATURE, ModelManager, ModelVersion
-from tfship.server.replica import ReplicaInterceptor
+from tfship.server.grpc_front import GrpcioServer, NativeHealth, NativeServer, choose_front
 from tfship.server.status import ServingError, invalid_argument
 from tfship.server.tensors import ndarray_to_proto, proto_to_ndarray, serialized_examples_from_input
 
@@ -250,30 +249,24 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Handler):
 
 
 def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, max_workers: int,
-                      channel_arguments: Sequence[tuple[str, int | str]] = (),
-                      max_queued: int = 64) -> tuple[grpc.Server, health.HealthServicer]:
-    """A gRPC server (not started) with every service registered and its port bound; RuntimeError if it cannot.
-    Message sizes are bounded (DEFAULT_MAX_*_BYTES); --grpc_channel_arguments override any option. At most
-    max_workers + max_queued calls are running or waiting: more are refused with RESOURCE_EXHAUSTED."""
+                      channel_arguments: Sequence[tuple[str, int | str]] = (), max_queued: int = 64,
+                      front: str = "auto") -> NativeServer | GrpcioServer:
+    """A gRPC server (not started: no worker runs a call yet) with every service registered and its port bound;
+    RuntimeError if it cannot. Message sizes are bounded (DEFAULT_MAX_*_BYTES); --grpc_channel_arguments override
+    any option. At most max_workers + max_queued calls are running or waiting: more are refused with
+    RESOURCE_EXHAUSTED. Its `health` is grpc.health.v1's status, set by update_health."""
     options: dict[str, int | str] = {"grpc.max_receive_message_length": DEFAULT_MAX_RECEIVE_BYTES,
                                      "grpc.max_send_message_length": DEFAULT_MAX_SEND_BYTES, "grpc.so_reuseport": 0}
     options.update(channel_arguments)  # one value per key: which duplicate gRPC would honour is not documented
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[ReplicaInterceptor()],
-        options=list(options.items()),
-        maximum_concurrent_rpcs=max_workers + max_queued,
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, metrics), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if server.add_insecure_port(address) == 0:  # older grpcio reports a failed bind this way, newer ones raise
-        raise RuntimeError("address in use or not available")
-    return server, health_servicer
+    predictions, models = PredictionService(manager, metrics), ModelService(manager, metrics)
+    registrations = [
+        lambda server: prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server),
+        lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server),
+    ]
+    return choose_front(front)(registrations, address, list(options.items()), max_workers, max_queued)
 
 
-def update_health(health_servicer: health.HealthServicer, manager: ModelManager) -> None:
+def update_health(health_servicer: health.HealthServicer | NativeHealth, manager: ModelManager) -> None:
     """SERVING overall only when every model has an available version; per model under its name."""
     serving = health_pb2.HealthCheckResponse.SERVING
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
