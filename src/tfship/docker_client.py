@@ -128,6 +128,11 @@ CONTEXT_MTIME = 1
 SKIPPED = frozenset({"__pycache__", "_data"})
 
 
+def _host_built(name: str) -> bool:
+    """The server's C++ gRPC front as built on this host, for its Python (or half-built): images build their own."""
+    return name.endswith(".so") and name.startswith(("_grpc_front.", ".front-"))
+
+
 def build_image(
     ref: str,
     dockerfile: Path,
@@ -172,7 +177,7 @@ def context_entries(name: str, path: Path) -> Iterator[tuple[str, Path]]:
     yield name, path
     if path.is_dir():
         for child in sorted(path.iterdir()):
-            if child.name in SKIPPED or child.suffix == ".pyc":
+            if child.name in SKIPPED or child.suffix == ".pyc" or _host_built(child.name):
                 continue
             yield from context_entries(f"{name}/{child.name}", child)
 

@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Iterator
 
 import certifi
+import grpc
+import numpy as np
 import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tfship import acceptance, artifacts, config as tfconfig, docker_client, engine, images
 from tfship.errors import DockerError
@@ -221,6 +225,15 @@ def test_serving_answers_half_plus_two_like_tf_serving(serving):
                               json={"instances": [[1.0], [4.0]]}, timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == [[2.5], [4.0]]
+        # gRPC, taken by the C++ front the image builds for itself (its shared libraries installed beside it)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half_plus_two"
+        request.model_spec.version.value = 124
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[1.0], [4.0]], np.float32)))
+        with grpc.insecure_channel(f"127.0.0.1:{container.grpc_port}") as channel:
+            reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        assert tf.make_ndarray(reply.outputs["y"]).tolist() == [[2.5], [4.0]]
+        assert re.search(r"Running gRPC ModelServer at \S+ \(native\)", container.logs_tail(200))
     finally:
         container.remove()
 
