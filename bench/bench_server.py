@@ -1,12 +1,15 @@
 """Throughput and latency of tfship.server's Predict over gRPC and REST vs calling the model in-process.
 
-    .venv/bin/python bench/bench_server.py [--seconds 3] [--no-pin] [--flags "--enable_batching"]
+    .venv/bin/python bench/bench_server.py [--seconds 3] [--rounds 3] [--no-pin] [--flags=--enable_batching]
 
 Models: TF Serving's half_plus_two, a digits-like model built here (64 floats -> dense -> softmax over 10) and a
 dense one (three 1024-wide layers, about a millisecond of its own). Also the gRPC floor: the same grpcio server
 set-up with a Predict that runs nothing; its cost per call bounds what any model's gRPC ratio can reach.
-Concurrency 1 and 8 (client threads). Each cell runs a bounded time. The server runs twice: as is, and with
---enable_batching ("+batch" rows: concurrent requests merged into one model run).
+Concurrency 1 and 8 (client threads). Each cell runs a bounded time, --rounds times (rounds interleaved, so a
+slow spell of this shared machine hits one round of every cell rather than all rounds of one); the table shows
+the median round and the range of the ratio. The server runs twice: as is, and with --enable_batching (rows
+marked so: concurrent requests merged into one model run). The floor is measured on both gRPC fronts: the C++
+one tfship serves with, and grpcio's Python server (the fallback).
 
 Where the machine has 2+ CPUs the load generator (this process) runs on CPU 0 and the measured side on CPU 1:
 the server subprocess under `taskset -c 1`, and the in-process baseline in a worker subprocess under the same
@@ -150,9 +153,10 @@ def pinned(argv: list[str], pin: bool) -> list[str]:
 
 
 def start_server(config_path: str, extra_flags: list[str], pin: bool,
-                 floor: bool = False) -> tuple[subprocess.Popen, str, str]:
+                 floor: str = "") -> tuple[subprocess.Popen, str, str]:
+    """tfship.server with extra_flags, or (floor: a front's name) the no-op server on that front."""
     grpc_port, rest_port = free_port(), free_port()
-    argv = ([sys.executable, __file__, "--floor-server", str(grpc_port)] if floor else
+    argv = ([sys.executable, __file__, "--floor-server", str(grpc_port), floor] if floor else
             [sys.executable, "-m", "tfship.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
              "--bind_address=127.0.0.1", f"--model_config_file={config_path}", *extra_flags])
     process = subprocess.Popen(pinned(argv, pin), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -197,14 +201,11 @@ class InProcessWorker:
         self.process.wait(timeout=30)
 
 
-def floor_server_main(port: int) -> None:
-    """--floor-server PORT: grpcio's synchronous server as tfship.server sets it up (thread pool, the replica
-    interceptor, health), whose Predict answers a fixed response without running anything: the transport's floor."""
-    from concurrent import futures
-
-    from grpc_health.v1 import health
-
-    from tfship.server.replica import ReplicaInterceptor
+def floor_server_main(port: int, front: str) -> None:
+    """--floor-server PORT FRONT: a gRPC server on `front` set up as tfship.server sets it up (its thread count,
+    limits, health, replica metadata), whose Predict answers a fixed response without running anything: the
+    transport's floor."""
+    from tfship.server.grpc_front import GrpcioServer, NativeServer
 
     answer = predict_pb2.PredictResponse()
     answer.outputs["y"].CopyFrom(tf.make_tensor_proto(np.array([[3.0]], np.float32)))
@@ -213,12 +214,12 @@ def floor_server_main(port: int) -> None:
         def Predict(self, request, context):
             return answer
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=[ReplicaInterceptor()])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NoOp(), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server_type = NativeServer if front == "native" else GrpcioServer
+    server = server_type([lambda server: prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        NoOp(), server)], f"127.0.0.1:{port}", [], max_workers=16, max_queued=64)
+    server.health.set("", health_pb2.HealthCheckResponse.SERVING)
     server.start()
-    server.wait_for_termination()
+    threading.Event().wait()
 
 
 def worker_main() -> None:
@@ -272,28 +273,28 @@ def transport_calls(channel: grpc.Channel, rest_url: str, model: BenchModel) -> 
 
 
 def bench_server(config_path: str, flags: list[str], suffix: str, models: list[BenchModel], seconds: float,
-                 pin: bool, worker: InProcessWorker) -> list[tuple[str, str, int, Cell, Cell]]:
-    """(model, transport, concurrency, server cell, baseline cell measured just before it)."""
+                 rounds: int, pin: bool, worker: InProcessWorker) -> list[tuple[str, str, int, Cell, Cell]]:
+    """(model, transport, concurrency, server cell, baseline cell measured just before it), `rounds` per cell."""
     rows = []
     process, grpc_address, rest_url = start_server(config_path, flags, pin)
     try:
         with grpc.insecure_channel(grpc_address) as channel:
-            for model in models:
-                calls = transport_calls(channel, rest_url, model)
-                for concurrency in CONCURRENCIES:
-                    for transport, call in calls:
-                        baseline = worker.cell(model, concurrency, seconds)
-                        served = run_cell(call, concurrency, seconds)
-                        rows.append((model.name, transport + suffix, concurrency, served, baseline))
+            cells = [(model, concurrency, transport, call) for model in models
+                     for concurrency in CONCURRENCIES for transport, call in transport_calls(channel, rest_url, model)]
+            for _ in range(rounds):
+                for model, concurrency, transport, call in cells:
+                    baseline = worker.cell(model, concurrency, seconds)
+                    served = run_cell(call, concurrency, seconds)
+                    rows.append((model.name, transport + suffix, concurrency, served, baseline))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     return rows
 
 
-def bench_floor(config_path: str, model: BenchModel, seconds: float, pin: bool) -> dict[int, Cell]:
-    """gRPC Predict against the no-op server (--floor-server), per concurrency."""
-    process, grpc_address, _ = start_server(config_path, [], pin, floor=True)
+def bench_floor(config_path: str, model: BenchModel, seconds: float, pin: bool, front: str) -> dict[int, Cell]:
+    """gRPC Predict against the no-op server (--floor-server) on `front`, per concurrency."""
+    process, grpc_address, _ = start_server(config_path, [], pin, floor=front)
     try:
         with grpc.insecure_channel(grpc_address) as channel:
             call = dict(transport_calls(channel, "http://127.0.0.1:1", model))["gRPC"]
@@ -336,9 +337,11 @@ def main() -> None:
     if "--worker" in sys.argv:
         return worker_main()
     if "--floor-server" in sys.argv:
-        return floor_server_main(int(sys.argv[sys.argv.index("--floor-server") + 1]))
+        at = sys.argv.index("--floor-server")
+        return floor_server_main(int(sys.argv[at + 1]), sys.argv[at + 2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each cell (the median is shown)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="let client and server share all CPUs")
     parser.add_argument("--flags", action="append", default=None,
                         help="server flags of one run, repeatable (default: none, then --enable_batching)")
@@ -352,38 +355,47 @@ def main() -> None:
     rows: list[tuple[str, str, int, Cell, Cell]] = []
     try:
         for suffix, flags in runs:
-            rows += bench_server(config_path, flags, suffix, models, seconds=args.seconds, pin=pin, worker=worker)
-        floor = bench_floor(config_path, models[0], args.seconds, pin)
+            rows += bench_server(config_path, flags, suffix, models, args.seconds, args.rounds, pin, worker)
+        floors = {front: bench_floor(config_path, models[0], args.seconds, pin, front)
+                  for front in ("native", "grpcio")}
     finally:
         worker.close()
 
-    print(f"{'model':<14}{'path':<28}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'in-proc':>9}{'vs in-proc':>11}")
-    results = []
+    rounds: dict[tuple[str, str, int], list[tuple[Cell, Cell]]] = {}
     for name, transport, concurrency, cell, baseline in rows:
+        rounds.setdefault((name, transport, concurrency), []).append((cell, baseline))
+    print(f"{'model':<14}{'path':<28}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'in-proc':>9}{'vs in-proc':>11}{'range':>12}")
+    results = []
+    for (name, transport, concurrency), measured in rounds.items():
+        ratios = sorted(cell.rps / baseline.rps for cell, baseline in measured)
+        cell, baseline = sorted(measured, key=lambda pair: pair[0].rps / pair[1].rps)[len(measured) // 2]
         ratio = cell.rps / baseline.rps
         print(f"{name:<14}{transport:<28}{concurrency:>5}{cell.rps:>8.0f}{cell.percentile(0.5):>8.2f}"
-              f"{cell.percentile(0.99):>8.2f}{baseline.rps:>9.0f}{ratio:>11.2f}")
+              f"{cell.percentile(0.99):>8.2f}{baseline.rps:>9.0f}{ratio:>11.2f}"
+              f"{f'{ratios[0]:.2f}-{ratios[-1]:.2f}':>12}")
         results.append({"model": name, "path": transport, "concurrency": concurrency, "rps": cell.rps,
                         "p50_ms": cell.percentile(0.5), "p99_ms": cell.percentile(0.99),
-                        "in_process_rps": baseline.rps, "ratio": ratio})
+                        "in_process_rps": baseline.rps, "ratio": ratio, "ratios": ratios})
     top = max(CONCURRENCIES)
-    floor_cost = 1.0 / floor[top].rps  # the server core is saturated at this concurrency: seconds of it per call
     bounds = {}
-    for name, transport, concurrency, _, baseline in rows:
-        if transport == "gRPC" and concurrency == top:
-            model_cost = 1.0 / baseline.rps
-            bounds[name] = model_cost / (model_cost + floor_cost)
-    print(f"gRPC floor (no-op Predict, same grpcio server set-up): {floor[1].rps:.0f} req/s at concurrency 1, "
-          f"{floor[top].rps:.0f} at {top} ({floor_cost * 1e6:.0f} us of the server core per call); so at best, "
-          f"gRPC c={top} vs in-proc: " + ", ".join(f"{name} {bound:.2f}" for name, bound in bounds.items()))
-    print(f"({placement(pin)}; {args.seconds:.0f} s per cell; load average {os.getloadavg()[0]:.1f}; "
-          f"median of per-cell p50 {statistics.median(row[3].percentile(0.5) for row in rows):.2f} ms)")
+    for front, floor in floors.items():
+        floor_cost = 1.0 / floor[top].rps  # the server core is saturated at this concurrency: seconds of it per call
+        bounds[front] = {result["model"]: 1.0 / (1.0 + floor_cost * result["in_process_rps"])  # model/(model+floor)
+                         for result in results if result["path"] == "gRPC" and result["concurrency"] == top}
+        print(f"gRPC floor on the {front} front (no-op Predict, as tfship.server sets it up): {floor[1].rps:.0f} "
+              f"req/s at concurrency 1, {floor[top].rps:.0f} at {top} ({floor_cost * 1e6:.0f} us of the server core "
+              f"per call); without batching, gRPC c={top} vs in-proc is at best: "
+              + ", ".join(f"{name} {bound:.2f}" for name, bound in bounds[front].items()))
+    median_p50 = statistics.median(row[3].percentile(0.5) for row in rows)
+    print(f"({placement(pin)}; {args.seconds:.0f} s per cell, {args.rounds} rounds; load average "
+          f"{os.getloadavg()[0]:.1f}; median of per-cell p50 {median_p50:.2f} ms)")
     out = PROJECT / "build" / "bench" / "server.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"placement": placement(pin), "seconds_per_cell": args.seconds,
+    out.write_text(json.dumps({"placement": placement(pin), "seconds_per_cell": args.seconds, "rounds": args.rounds,
                                "load_average": os.getloadavg()[0], "cells": results,
-                               "grpc_floor_rps": {str(c): cell.rps for c, cell in floor.items()},
+                               "grpc_floor_rps": {front: {str(c): cell.rps for c, cell in floor.items()}
+                                                  for front, floor in floors.items()},
                                "grpc_ratio_bound": bounds}, indent=1) + "\n")
     print(f"saved {out.relative_to(PROJECT)}")
 
