@@ -68,7 +68,8 @@ def main(argv: list[str]) -> int:
     try:
         path = build(force="--force" in argv)
     except BuildError as error:
-        print(f"Error: cannot build tfship's C++ gRPC front: {error}", file=sys.stderr)
+        print(f"tfship: the model server's C++ gRPC front is not built, its gRPC falls back to grpcio: {error}",
+              file=sys.stderr)
         return 1
     print(f"C++ gRPC front: {path}")
     return 0
