@@ -226,7 +226,11 @@ PyObject* Front_next_call(FrontObject* self, PyObject*) {
   size_t size = 0;
   for (const auto& slice : slices) size += slice.size();
   PyObject* payload = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size));
-  if (payload == nullptr) return nullptr;
+  if (payload == nullptr) {  // no memory for it: the call is answered here, the worker sees the MemoryError
+    self->front->Finished();
+    call->Answer(GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", nullptr, 0);
+    return nullptr;
+  }
   char* out = PyBytes_AS_STRING(payload);
   for (const auto& slice : slices) {
     memcpy(out, slice.begin(), slice.size());
