@@ -44,7 +44,8 @@ class _Aborted(Exception):
 
 
 class _CallContext:
-    """What the servicers use of grpc.ServicerContext; the front adds the replica's trailing metadata itself."""
+    """What the servicers use of grpc.ServicerContext (grpc_api._Handler._serve); the front adds the replica's
+    trailing metadata itself."""
 
     __slots__ = ("_deadline",)
 
@@ -56,12 +57,6 @@ class _CallContext:
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise _Aborted(code, details)
-
-    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
-        pass
-
-    def invocation_metadata(self) -> tuple:
-        return ()
 
 
 class _CallDetails(grpc.HandlerCallDetails):
