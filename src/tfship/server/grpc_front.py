@@ -36,6 +36,7 @@ except ImportError as error:  # not built here: grpcio serves
 else:
     NATIVE_MISSING = ""
 
+
 class _Aborted(Exception):
     def __init__(self, code: grpc.StatusCode, details: str):
         super().__init__(details)
@@ -100,12 +101,11 @@ class NativeServer:
         for register in registrations:
             register(registry)
         self._registry = registry
-        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._max_workers = max_workers
         self._front = _grpc_front.Front(address, list(options), max_workers + max_queued, socket.gethostname())
         self.health = NativeHealth(self._front)
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # grpc++ starts "" as SERVING
-        self._workers: list[threading.Thread] = []
 
     @property
     def port(self) -> int:
@@ -113,9 +113,7 @@ class NativeServer:
 
     def start(self) -> None:
         for index in range(self._max_workers):
-            worker = threading.Thread(target=self._work, name=f"grpc-{index}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
+            threading.Thread(target=self._work, name=f"grpc-{index}", daemon=True).start()
 
     def stop(self, grace_seconds: float) -> threading.Event:
         """Refuse new calls now; running and queued ones get grace_seconds, then are cancelled."""
@@ -140,9 +138,11 @@ class NativeServer:
 
     def _answer(self, method: str, payload: bytes, seconds_remaining: float | None) -> tuple[int, str, bytes | None]:
         """As grpcio answers: the servicer's response, its abort, or the texts grpcio uses for the rest."""
-        if method not in self._handlers:
-            self._handlers[method] = self._registry.handler(method)
-        handler = self._handlers[method]
+        handler = self._handlers.get(method)
+        if handler is None:  # only found handlers are kept: a client's made-up method names must not pile up
+            handler = self._registry.handler(method)
+            if handler is not None:
+                self._handlers[method] = handler
         if handler is None or handler.unary_unary is None:
             return grpc.StatusCode.UNIMPLEMENTED.value[0], "Method not found!", None
         try:
